@@ -1,0 +1,69 @@
+"""The Context a node function receives next to the state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .types import RunId
+
+__all__ = ["BacktrackInfo", "Context"]
+
+DepsT = TypeVar("DepsT")
+
+
+@dataclass(frozen=True, slots=True)
+class BacktrackInfo:
+    """Why a node is running again: ``source`` sent the run back, because ``reason``."""
+
+    source: str
+    reason: str
+
+
+class Context(Generic[DepsT]):
+    """What a node may know and use besides the state.
+
+    Attributes:
+        run_id: the run being advanced.
+        graph: the graph's name.
+        role: the role the run acts under.
+        node: the node running.
+        step: the run's step count before this step.
+        attempt: 1 on the first try, then 2, 3, ... on retries.
+        deps: the dependencies (HTTP clients, connections, ...) the runtime injected.
+            They are never checkpointed; a resumed run gets fresh ones.
+        backtracked: set when a later node sent the run back here, saying why.
+    """
+
+    __slots__ = ("_emit", "attempt", "backtracked", "deps", "graph", "node", "role", "run_id", "step")
+
+    def __init__(
+        self,
+        *,
+        run_id: RunId,
+        graph: str,
+        role: str,
+        node: str,
+        step: int,
+        attempt: int,
+        deps: DepsT,
+        backtracked: BacktrackInfo | None,
+        emit: Callable[[str, str, dict[str, Any]], None],
+    ) -> None:
+        self.run_id = run_id
+        self.graph = graph
+        self.role = role
+        self.node = node
+        self.step = step
+        self.attempt = attempt
+        self.deps = deps
+        self.backtracked = backtracked
+        self._emit = emit
+
+    def emit(self, name: str, **data: Any) -> None:
+        """Emit a custom event, streamed live and committed with the step."""
+        self._emit(self.node, name, data)
+
+    def __repr__(self) -> str:
+        return f"<Context run={self.run_id} node={self.node!r} step={self.step} attempt={self.attempt}>"

@@ -1,0 +1,193 @@
+"""Typed run events: what happened, in order, to a run.
+
+Events are streamed live with ``async for event in run.events()`` and committed to the
+store with the step that produced them, so a run's history can be replayed later.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "Backtracked",
+    "CustomEvent",
+    "Event",
+    "Retrying",
+    "RunCancelled",
+    "RunFailed",
+    "RunFinished",
+    "RunResumed",
+    "RunStarted",
+    "RunStopped",
+    "RunWaiting",
+    "StepFinished",
+    "StepStarted",
+    "event_from_data",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every run event.
+
+    Attributes:
+        run_id: the run it belongs to.
+        step: the run's step count when it happened.
+        at: wall-clock time (seconds since the epoch).
+    """
+
+    kind: ClassVar[str] = "event"
+    run_id: str
+    step: int
+    at: float = field(default_factory=time.time)
+
+    def to_data(self) -> dict[str, Any]:
+        """A JSON-ready dict of this event, with its ``kind``."""
+        data: dict[str, Any] = {"kind": self.kind}
+        for name in self.__dataclass_fields__:
+            data[name] = getattr(self, name)
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    """A run was created from its input (or forked from a checkpoint)."""
+
+    kind: ClassVar[str] = "run_started"
+    graph: str
+    forked_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResumed(Event):
+    """A process took over a run from its last checkpoint."""
+
+    kind: ClassVar[str] = "run_resumed"
+    checkpoint: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(Event):
+    """A node began executing."""
+
+    kind: ClassVar[str] = "step_started"
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished(Event):
+    """A node finished; ``changes`` names the fields it changed."""
+
+    kind: ClassVar[str] = "step_finished"
+    node: str
+    changed: tuple[str, ...]
+    next_nodes: tuple[str, ...]
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retrying(Event):
+    """A node failed an attempt and will be tried again after ``delay`` seconds."""
+
+    kind: ClassVar[str] = "retrying"
+    node: str
+    attempt: int
+    delay: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backtracked(Event):
+    """A node sent the run back to an earlier node."""
+
+    kind: ClassVar[str] = "backtracked"
+    node: str
+    to: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunWaiting(Event):
+    """The run paused for something outside it (a person's approval)."""
+
+    kind: ClassVar[str] = "run_waiting"
+    node: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    """The run reached an end node and succeeded."""
+
+    kind: ClassVar[str] = "run_finished"
+    node: str
+    output: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFailed(Event):
+    """The run failed; ``reason`` says why and ``node`` where."""
+
+    kind: ClassVar[str] = "run_failed"
+    node: str | None
+    reason: str
+    error_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunCancelled(Event):
+    """The run was cancelled."""
+
+    kind: ClassVar[str] = "run_cancelled"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStopped(Event):
+    """This process stopped advancing the run without ending it (lease lost)."""
+
+    kind: ClassVar[str] = "run_stopped"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CustomEvent(Event):
+    """An event a node emitted with ``ctx.emit(name, **data)``."""
+
+    kind: ClassVar[str] = "custom"
+    node: str
+    name: str
+    data: dict[str, Any]
+
+
+_KINDS: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted,
+        RunResumed,
+        StepStarted,
+        StepFinished,
+        Retrying,
+        Backtracked,
+        RunWaiting,
+        RunFinished,
+        RunFailed,
+        RunCancelled,
+        RunStopped,
+        CustomEvent,
+    )
+}
+
+
+def event_from_data(data: dict[str, Any]) -> Event:
+    """Rebuild an event from :meth:`Event.to_data` output (e.g. read from a store)."""
+    values = dict(data)
+    cls = _KINDS.get(values.pop("kind", ""), None)
+    if cls is None:
+        raise ValueError(f"unknown event kind in {data!r}")
+    for name, value in values.items():
+        if isinstance(value, list) and name in ("changed", "next_nodes"):
+            values[name] = tuple(value)  # JSON has no tuples
+    return cls(**values)

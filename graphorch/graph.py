@@ -1,0 +1,556 @@
+"""Defining graphs: the builder, edges, and the frozen, validated graph.
+
+A :class:`Graph` collects nodes and edges. :meth:`Graph.freeze` validates the whole
+structure with networkx and returns a :class:`FrozenGraph`, or raises ONE
+:class:`~graphorch.GraphDefinitionError` listing every problem found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+from pydantic import BaseModel
+
+from .exceptions import DefinitionError, GraphDefinitionError
+from .nodes import (
+    ApproveNode,
+    DelegateNode,
+    EndNode,
+    Node,
+    NodeKind,
+    PlanNode,
+    Retry,
+    ToolNode,
+    _arity,  # pyright: ignore[reportPrivateUsage]
+)
+from .state import StateSchema
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+__all__ = ["START", "Edge", "FrozenGraph", "Graph"]
+
+START = "__start__"
+"""The name of the virtual node every run starts from: ``g.edge(go.START, "first")``."""
+
+StateT = TypeVar("StateT", bound=BaseModel)
+DepsT = TypeVar("DepsT")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """A transition from ``source`` to one or more ``targets`` (several run in parallel).
+
+    Attributes:
+        when: a predicate over the state; None makes this the default edge.
+        label: shown in diagrams (else the predicate's name).
+    """
+
+    source: str
+    targets: tuple[str, ...]
+    when: Callable[[Any], bool] | None = None
+    label: str | None = None
+
+    @property
+    def is_default(self) -> bool:
+        """True when the edge has no condition."""
+        return self.when is None
+
+    @property
+    def display_label(self) -> str:
+        """The label to show: ``label=``, else the predicate's name, else empty."""
+        if self.label is not None:
+            return self.label
+        if self.when is None:
+            return ""
+        name = getattr(self.when, "__name__", "condition")
+        return "condition" if name == "<lambda>" else name
+
+
+def _retry(value: Retry | int | None) -> Retry | None:
+    if isinstance(value, bool):
+        return Retry(attempts=0)  # refused by Node.problems with a clear message
+    if isinstance(value, int):
+        return Retry(attempts=value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenGraph(Generic[StateT, DepsT]):
+    """A validated graph, ready to run. Build one with :meth:`Graph.freeze`.
+
+    Attributes:
+        name: the graph's name.
+        role: the role its runs act under (for tool allowlists).
+        schema: the state schema.
+        nodes: every node by name, in the order added.
+        edges: each node's outgoing edges in declared order (``START`` included).
+        max_steps: the most steps one run may take, or None.
+        timeout: the most seconds one run may take, or None.
+        fingerprint: a hash of the structure, to recognise the same graph on resume.
+    """
+
+    name: str
+    role: str
+    schema: StateSchema[StateT]
+    nodes: Mapping[str, Node]
+    edges: Mapping[str, tuple[Edge, ...]]
+    max_steps: int | None
+    timeout: float | None
+    fingerprint: str
+    source: Graph[StateT, DepsT]
+
+    @property
+    def state(self) -> type[StateT]:
+        """The state model."""
+        return self.schema.model
+
+    def to_networkx(self) -> nx.DiGraph[str]:
+        """The structure as a networkx DiGraph (backtrack routes included)."""
+        return _digraph(self.nodes, self.edges)
+
+
+def _digraph(nodes: Mapping[str, Node], edges: Mapping[str, Iterable[Edge]]) -> nx.DiGraph[str]:
+    import networkx as nx
+
+    g: nx.DiGraph[str] = nx.DiGraph()
+    g.add_node(START)
+    for name, node in nodes.items():
+        g.add_node(name, kind=node.kind.value)
+    for source, outgoing in edges.items():
+        for edge in outgoing:
+            for target in edge.targets:
+                g.add_edge(source, target, label=edge.display_label)
+    for name, node in nodes.items():
+        for target in node.backtrack:
+            if not g.has_edge(name, target):
+                g.add_edge(name, target, label="backtrack", backtrack=True)
+    return g
+
+
+class Graph(Generic[StateT, DepsT]):
+    """A workflow: typed nodes joined by conditional edges over a pydantic state.
+
+    Args:
+        name: the graph's name (also its role unless ``role=`` is given).
+        state: the pydantic model of the run's state.
+        role: the role its runs act under; tool allowlists are per role.
+        deps: the type of the dependencies injected into ``ctx.deps`` (documentation
+            and type checking only).
+        max_steps: the most steps one run may take (a stopping rule for cycles).
+        timeout: the most seconds one run may take.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: type[StateT],
+        role: str | None = None,
+        deps: type[DepsT] | None = None,
+        max_steps: int | None = None,
+        timeout: float | None = None,
+        description: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise DefinitionError(f"a graph's name must be a non-empty str, got {name!r}")
+        self.name = name
+        self.schema: StateSchema[StateT] = StateSchema(state)
+        self.role = role if role is not None else name
+        self.deps = deps
+        self.max_steps = max_steps
+        self.timeout = timeout
+        self.description = description
+        self._nodes: dict[str, Node] = {}
+        self._edges: dict[str, list[Edge]] = {}
+        self._problems: list[str] = []
+        self._frozen: FrozenGraph[StateT, DepsT] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self._nodes)} nodes, state={self.schema.model.__name__}>"
+
+    @property
+    def state(self) -> type[StateT]:
+        """The state model."""
+        return self.schema.model
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        """The nodes added so far, by name."""
+        return dict(self._nodes)
+
+    # -- adding nodes ----------------------------------------------------------
+
+    def add_node(self, node: Node) -> Node:
+        """Add a node built by hand (the builder methods call this)."""
+        self._frozen = None
+        if not isinstance(node.name, str) or not node.name:  # pyright: ignore[reportUnnecessaryIsInstance]
+            self._problems.append(f"a node's name must be a non-empty str, got {node.name!r}")
+            return node
+        if node.name == START:
+            self._problems.append(f"{START!r} is reserved for the start of the graph")
+        elif node.name in self._nodes:
+            self._problems.append(f"node {node.name!r} is defined twice")
+            return node
+        self._nodes[node.name] = node
+        return node
+
+    def _common(
+        self,
+        retry: Retry | int | None,
+        timeout: float | None,
+        max_visits: int | None,
+        backtrack: Iterable[str] | str | None,
+        description: str | None,
+    ) -> dict[str, Any]:
+        if isinstance(backtrack, str):
+            backtrack = (backtrack,)
+        return {
+            "retry": _retry(retry),
+            "timeout": timeout,
+            "max_visits": max_visits,
+            "backtrack": tuple(backtrack or ()),
+            "description": description,
+        }
+
+    @overload
+    def plan(self, fn: F, /) -> F: ...
+    @overload
+    def plan(
+        self,
+        name: str | None = None,
+        fn: None = None,
+        /,
+        *,
+        retry: Retry | int | None = None,
+        timeout: float | None = None,
+        max_visits: int | None = None,
+        backtrack: Iterable[str] | str | None = None,
+        description: str | None = None,
+    ) -> Callable[[F], F]: ...
+    @overload
+    def plan(
+        self,
+        name: str,
+        fn: F,
+        /,
+        *,
+        retry: Retry | int | None = None,
+        timeout: float | None = None,
+        max_visits: int | None = None,
+        backtrack: Iterable[str] | str | None = None,
+        description: str | None = None,
+    ) -> F: ...
+    def plan(
+        self,
+        name: Any = None,
+        fn: Any = None,
+        /,
+        *,
+        retry: Retry | int | None = None,
+        timeout: float | None = None,
+        max_visits: int | None = None,
+        backtrack: Iterable[str] | str | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Add a plan node running ``fn(state[, ctx])``; usable as a decorator.
+
+        ``fn`` returns a dict of changes, a new state, None, or :class:`Backtrack`.
+        """
+        common = self._common(retry, timeout, max_visits, backtrack, description)
+
+        def register(f: Any, node_name: str | None) -> Any:
+            label = node_name or getattr(f, "__name__", None) or "plan"
+            self.add_node(PlanNode(name=label, fn=f, **common))
+            return f
+
+        if callable(name):
+            return register(name, None)
+        if fn is not None:
+            return register(fn, name)
+        return lambda f: register(f, name)
+
+    def tool(
+        self,
+        name: Any = None,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        tool: str | None = None,
+        args: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None,
+        result: str | None = None,
+        retry: Retry | int | None = None,
+        timeout: float | None = None,
+        max_visits: int | None = None,
+        backtrack: Iterable[str] | str | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Add a tool node: ``g.tool("n", tool="search", args=..., result="field")``
+        calls one tool declaratively; ``@g.tool`` on a function calls tools from code
+        through ``ctx.tools``.
+        """
+        common = self._common(retry, timeout, max_visits, backtrack, description)
+
+        def register(f: Callable[..., Any] | None, node_name: str | None) -> Any:
+            label = node_name or getattr(f, "__name__", None) or tool or "tool"
+            self.add_node(ToolNode(name=label, tool=tool, args=args, result=result, fn=f, **common))
+            return f
+
+        if callable(name):
+            return register(name, None)
+        if fn is not None or tool is not None:
+            register(fn, name)
+            return fn
+        return lambda f: register(f, name)
+
+    def delegate(
+        self,
+        name: str,
+        /,
+        *,
+        graph: Graph[Any, Any],
+        input: Callable[..., Any] | None = None,
+        output: str | Callable[..., Mapping[str, Any]] | None = None,
+        each: str | Callable[[Any], Any] | None = None,
+        concurrency: int | None = None,
+        on_error: Literal["fail_fast", "collect"] = "fail_fast",
+        retry: Retry | int | None = None,
+        timeout: float | None = None,
+        max_visits: int | None = None,
+        backtrack: Iterable[str] | str | None = None,
+        description: str | None = None,
+    ) -> DelegateNode:
+        """Add a delegate node starting child runs of ``graph`` (one per item with ``each=``)."""
+        node = DelegateNode(
+            name=name,
+            graph=graph,
+            input=input,
+            output=output,
+            each=each,
+            concurrency=concurrency,
+            on_error=on_error,
+            **self._common(retry, timeout, max_visits, backtrack, description),
+        )
+        self.add_node(node)
+        return node
+
+    def approve(
+        self,
+        name: str,
+        /,
+        *,
+        approvers: Iterable[str] = (),
+        roles: Iterable[str] = (),
+        prompt: str | Callable[[Any], str] | None = None,
+        context: Callable[[Any], Mapping[str, Any]] | None = None,
+        expires_after: float | None = None,
+        decision: str | None = None,
+        max_visits: int | None = None,
+        description: str | None = None,
+    ) -> ApproveNode:
+        """Add an approve node: the run waits until an allowed person decides."""
+        node = ApproveNode(
+            name=name,
+            approvers=frozenset(approvers),
+            roles=frozenset(roles),
+            prompt=prompt,
+            context=context,
+            expires_after=expires_after,
+            decision=decision,
+            max_visits=max_visits,
+            description=description,
+        )
+        self.add_node(node)
+        return node
+
+    def end(
+        self,
+        name: Any = None,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        output: Callable[..., Any] | None = None,
+        description: str | None = None,
+    ) -> Any:
+        """Add an end node; ``output(state[, ctx])`` (or the decorated function) gives
+        the run's output. ``g.end("done")`` ends with no output.
+        """
+
+        def register(f: Callable[..., Any] | None, node_name: str | None) -> Any:
+            label = node_name or getattr(f, "__name__", None) or "end"
+            self.add_node(EndNode(name=label, output=f, description=description))
+            return f
+
+        if callable(name):
+            return register(name, None)
+        if isinstance(name, str):
+            register(fn or output, name)
+            return fn
+        return lambda f: register(f, name)
+
+    # -- edges -----------------------------------------------------------------
+
+    def edge(
+        self,
+        source: str,
+        target: str | Iterable[str],
+        *,
+        when: Callable[[StateT], bool] | None = None,
+        label: str | None = None,
+    ) -> Graph[StateT, DepsT]:
+        """Add a transition. Edges from one node are tried in the order declared: every
+        edge whose ``when`` holds fires (their targets run in parallel); the one edge
+        without ``when`` fires only when none did. A list of targets runs them in parallel.
+        """
+        self._frozen = None
+        targets = (target,) if isinstance(target, str) else tuple(target)
+        if not targets:
+            self._problems.append(f"edge from {source!r} has no target")
+        if when is not None and not callable(when):
+            self._problems.append(f"edge {source!r} -> {targets}: when= must be a function of the state")
+        elif when is not None and _arity(when) != 1:
+            self._problems.append(
+                f"edge {source!r} -> {targets}: when= must take exactly one argument (the state)"
+            )
+        if label is not None and not isinstance(label, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            self._problems.append(f"edge {source!r} -> {targets}: label= must be a str")
+        self._edges.setdefault(source, []).append(Edge(source, targets, when, label))
+        return self
+
+    # -- freezing --------------------------------------------------------------
+
+    def freeze(self) -> FrozenGraph[StateT, DepsT]:
+        """Validate the graph and return its frozen form (cached until it changes).
+
+        Raises:
+            GraphDefinitionError: listing every problem, with node names.
+        """
+        if self._frozen is not None:
+            return self._frozen
+        problems = list(self._problems) + self._validate()
+        if problems:
+            raise GraphDefinitionError(self.name, problems)
+        edges = {k: tuple(v) for k, v in self._edges.items()}
+        self._frozen = FrozenGraph(
+            name=self.name,
+            role=self.role,
+            schema=self.schema,
+            nodes=dict(self._nodes),
+            edges=edges,
+            max_steps=self.max_steps,
+            timeout=self.timeout,
+            fingerprint=self._fingerprint(),
+            source=self,
+        )
+        return self._frozen
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256(self.name.encode())
+        for name, node in self._nodes.items():
+            h.update(f"\0n{name}\0{node.kind.value}".encode())
+        for source, outgoing in self._edges.items():
+            for e in outgoing:
+                h.update(f"\0e{source}\0{','.join(e.targets)}\0{e.is_default}".encode())
+        h.update(("\0s" + ",".join(self.schema.fields)).encode())
+        return h.hexdigest()[:16]
+
+    def _validate(self) -> list[str]:
+        import networkx as nx
+
+        found: list[str] = []
+        nodes = self._nodes
+        fields = set(self.schema.fields)
+        if self.max_steps is not None and (
+            not isinstance(self.max_steps, int) or self.max_steps < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append("max_steps= must be an int >= 1")
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append("timeout= must be a positive number of seconds")
+        for node in nodes.values():
+            found += node.problems()
+            found += self._field_problems(node, fields)
+            for target in node.backtrack:
+                if target not in nodes:
+                    found.append(f"node {node.name!r}: backtrack= names unknown node {target!r}")
+        if not any(isinstance(n, EndNode) for n in nodes.values()):
+            found.append("the graph has no end node; add one with g.end('done')")
+        if START not in self._edges:
+            found.append(f"nothing leaves START; add g.edge(go.START, {next(iter(nodes), 'first')!r})")
+        known = set(nodes) | {START}
+        for source, outgoing in self._edges.items():
+            if source not in known:
+                found.append(f"edge from unknown node {source!r}")
+            defaults = [e for e in outgoing if e.is_default]
+            if len(defaults) > 1:
+                targets = ", ".join(repr(",".join(e.targets)) for e in defaults)
+                found.append(
+                    f"node {source!r} has {len(defaults)} default edges (to {targets}); "
+                    f"at most one edge may lack when=; list parallel targets in one edge"
+                )
+            for e in outgoing:
+                for t in e.targets:
+                    if t == START:
+                        found.append(f"edge {source!r} -> START: nothing may lead back to START")
+                    elif t not in nodes:
+                        found.append(f"edge {source!r} -> {t!r}: unknown node {t!r}")
+            node = nodes.get(source)
+            if isinstance(node, EndNode) and outgoing:
+                found.append(f"end node {source!r} has outgoing edges; an end node ends the run")
+        for name, node in nodes.items():
+            if not isinstance(node, EndNode) and not self._edges.get(name):
+                found.append(f"node {name!r} has no outgoing edge and is not an end node")
+        g = _digraph(nodes, {k: v for k, v in self._edges.items() if k in known})
+        g.remove_nodes_from([n for n in list(g.nodes) if n not in known])
+        reachable = nx.descendants(g, START) if START in g else set[str]()
+        for name in nodes:
+            if name not in reachable:
+                found.append(f"node {name!r} is unreachable from START")
+        ends = {n for n, node in nodes.items() if isinstance(node, EndNode)}
+        can_end: set[str] = set(ends)
+        for e in ends:
+            can_end |= nx.ancestors(g, e)
+        for name in nodes:
+            if name in reachable and name not in can_end:
+                found.append(f"node {name!r} cannot reach any end node")
+        if self.max_steps is None:
+            for scc in nx.strongly_connected_components(g):
+                members = sorted(scc)
+                looped = len(members) > 1 or g.has_edge(members[0], members[0])
+                if looped and not any(
+                    n in nodes and nodes[n].max_visits is not None for n in members
+                ):
+                    found.append(
+                        f"cycle through {', '.join(map(repr, members))} has no stopping rule; "
+                        f"set max_visits= on one of its nodes or max_steps= on the graph"
+                    )
+        return found
+
+    def _field_problems(self, node: Node, fields: set[str]) -> list[str]:
+        named: list[tuple[str, object]] = []
+        if isinstance(node, ToolNode):
+            named.append(("result=", node.result))
+        elif isinstance(node, DelegateNode):
+            named += [("output=", node.output), ("each=", node.each)]
+            if isinstance(node.graph, Graph):  # pyright: ignore[reportUnnecessaryIsInstance]
+                try:
+                    node.graph.freeze()
+                except GraphDefinitionError as err:
+                    return [
+                        f"node {node.name!r}: delegated graph {node.graph.name!r} is invalid: {p}"
+                        for p in err.problems
+                    ]
+        elif isinstance(node, ApproveNode):
+            named.append(("decision=", node.decision))
+        return [
+            f"node {node.name!r}: {what} names {value!r}, which is not a field of "
+            f"{self.schema.model.__name__}"
+            for what, value in named
+            if isinstance(value, str) and value not in fields
+        ]
+

@@ -1,0 +1,285 @@
+"""The five node kinds: plan, tool, delegate, approve, end.
+
+Each kind is its own frozen type, so the runtime, the renderer and the policies can tell
+them apart. Nodes are built by :class:`~graphorch.Graph`'s builder methods.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = [
+    "ApproveNode",
+    "Backtrack",
+    "DelegateNode",
+    "EndNode",
+    "Node",
+    "NodeKind",
+    "PlanNode",
+    "Retry",
+    "ToolNode",
+]
+
+
+class NodeKind(enum.StrEnum):
+    """The five kinds of node."""
+
+    PLAN = "plan"
+    TOOL = "tool"
+    DELEGATE = "delegate"
+    APPROVE = "approve"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retry a failing node with exponential backoff.
+
+    Attributes:
+        attempts: total tries, the first included (``Retry(3)``: up to 2 retries).
+        backoff: seconds before the first retry.
+        multiplier: each further delay is the previous one times this.
+        max_delay: cap on any one delay.
+        on: exception types worth retrying; others fail the node at once.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    multiplier: float = 2.0
+    max_delay: float = 30.0
+    on: tuple[type[BaseException], ...] = (Exception,)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.max_delay, self.backoff * self.multiplier ** (attempt - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Backtrack:
+    """Returned by a node to send the run back to an earlier node.
+
+    The target must be listed in the node's ``backtrack=`` and have run before in this
+    run. It sees why through ``ctx.backtracked``.
+
+    Attributes:
+        to: the node to go back to.
+        reason: what failed, shown to the target and recorded in the events.
+        update: changes to the state made on the way back.
+    """
+
+    to: str
+    reason: str = ""
+    update: Mapping[str, Any] | None = None
+
+
+def _arity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments a user function takes (1: state, 2: state, ctx)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return len(positional)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """What every node kind has.
+
+    Attributes:
+        name: unique within its graph.
+        retry: retry policy for failures, or None.
+        timeout: seconds one attempt may take, or None.
+        max_visits: how often the node may run in one run (loop detection), or None.
+        backtrack: the earlier nodes it may send the run back to.
+        description: free text for diagrams and docs.
+    """
+
+    kind: ClassVar[NodeKind]
+    name: str
+    retry: Retry | None = None
+    timeout: float | None = None
+    max_visits: int | None = None
+    backtrack: tuple[str, ...] = ()
+    description: str | None = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with this node's parameters (empty when all is well)."""
+        found: list[str] = []
+        if self.retry is not None and (
+            not isinstance(self.retry, Retry) or self.retry.attempts < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append(f"node {self.name!r}: retry= takes go.Retry(attempts>=1) or an int >= 1")
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append(f"node {self.name!r}: timeout= must be a positive number of seconds")
+        if self.max_visits is not None and (
+            not isinstance(self.max_visits, int) or self.max_visits < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append(f"node {self.name!r}: max_visits= must be an int >= 1")
+        return found
+
+
+def _check_fn(node: str, what: str, fn: object, arities: tuple[int, ...]) -> list[str]:
+    if fn is None:
+        return []
+    if not callable(fn):
+        return [f"node {node!r}: {what} must be callable, got {type(fn).__name__}"]
+    if _arity(fn) not in arities:
+        want = " or ".join(str(a) for a in arities)
+        return [f"node {node!r}: {what} must take {want} positional argument(s)"]
+    return []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanNode(Node):
+    """Decides: computes changes or picks a route. Runs ``fn(state[, ctx])``."""
+
+    kind: ClassVar[NodeKind] = NodeKind.PLAN
+    fn: Callable[..., Any]
+
+    def problems(self) -> list[str]:
+        found = Node.problems(self)
+        if self.fn is None:  # pyright: ignore[reportUnnecessaryComparison]
+            found.append(f"node {self.name!r}: a plan node needs a function")
+        return found + _check_fn(self.name, "its function", self.fn, (1, 2))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolNode(Node):
+    """Calls registered tools, policed and journaled by the runtime.
+
+    Declaratively (``tool=``, ``args=`` from the state, ``result=`` a state field) or
+    from code through ``ctx.tools`` (``fn=``).
+    """
+
+    kind: ClassVar[NodeKind] = NodeKind.TOOL
+    tool: str | None = None
+    args: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None
+    result: str | None = None
+    fn: Callable[..., Any] | None = None
+
+    def problems(self) -> list[str]:
+        found = Node.problems(self)
+        if self.tool is None and self.fn is None:
+            found.append(f"node {self.name!r}: a tool node needs tool='name' or a function")
+        if self.tool is not None and self.fn is not None:
+            found.append(f"node {self.name!r}: give a tool node tool= or a function, not both")
+        if self.tool is not None and (not isinstance(self.tool, str) or not self.tool):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: tool= must be a tool's name (a non-empty str)")
+        if self.args is not None and not (callable(self.args) or isinstance(self.args, Mapping)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: args= must be a dict or a function of the state")
+        if self.result is not None and not isinstance(self.result, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: result= must name a state field")
+        if callable(self.args):
+            found += _check_fn(self.name, "args=", self.args, (1,))
+        return found + _check_fn(self.name, "its function", self.fn, (1, 2))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DelegateNode(Node):
+    """Starts child runs of another graph (one, or one per item) and joins their outputs.
+
+    Attributes:
+        graph: the child graph.
+        input: maps the parent's state (and, in a fan-out, the item) to the child's input.
+        output: a state field to write the child's output to, or a function
+            ``(output, state) -> changes``.
+        each: fan-out: a state field holding a list, or a function returning one.
+        concurrency: most children running at once in a fan-out.
+        on_error: ``"fail_fast"`` cancels the siblings; ``"collect"`` gathers errors.
+    """
+
+    kind: ClassVar[NodeKind] = NodeKind.DELEGATE
+    graph: Graph[Any, Any]
+    input: Callable[..., Any] | None = None
+    output: str | Callable[..., Mapping[str, Any]] | None = None
+    each: str | Callable[[Any], Any] | None = None
+    concurrency: int | None = None
+    on_error: Literal["fail_fast", "collect"] = "fail_fast"
+
+    def problems(self) -> list[str]:
+        from .graph import Graph
+
+        found = Node.problems(self)
+        if not isinstance(self.graph, Graph):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(
+                f"node {self.name!r}: graph= must be a graphorch Graph, "
+                f"got {type(self.graph).__name__}"
+            )
+        if self.on_error not in ("fail_fast", "collect"):
+            found.append(f"node {self.name!r}: on_error= must be 'fail_fast' or 'collect'")
+        if self.concurrency is not None and (
+            not isinstance(self.concurrency, int) or self.concurrency < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append(f"node {self.name!r}: concurrency= must be an int >= 1")
+        if self.output is not None and not (isinstance(self.output, str) or callable(self.output)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: output= must name a state field or be a function")
+        if self.each is not None and not (isinstance(self.each, str) or callable(self.each)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: each= must name a list field or be a function")
+        found += _check_fn(self.name, "input=", self.input, (1, 2))
+        if callable(self.output):
+            found += _check_fn(self.name, "output=", self.output, (2,))
+        return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApproveNode(Node):
+    """Pauses the run until an allowed person approves, rejects or edits.
+
+    Attributes:
+        approvers: people allowed to decide.
+        roles: roles whose members may decide.
+        prompt: what is asked (text, or a function of the state).
+        context: what a person needs to decide (a function of the state).
+        expires_after: seconds until the request expires, or None.
+        decision: a state field that receives ``"approved"`` or ``"rejected"``.
+    """
+
+    kind: ClassVar[NodeKind] = NodeKind.APPROVE
+    approvers: frozenset[str] = field(default_factory=frozenset[str])
+    roles: frozenset[str] = field(default_factory=frozenset[str])
+    prompt: str | Callable[[Any], str] | None = None
+    context: Callable[[Any], Mapping[str, Any]] | None = None
+    expires_after: float | None = None
+    decision: str | None = None
+
+    def problems(self) -> list[str]:
+        found = Node.problems(self)
+        if not self.approvers and not self.roles:
+            found.append(f"node {self.name!r}: an approve node needs approvers= or roles=")
+        for what, names in (("approvers", self.approvers), ("roles", self.roles)):
+            if not all(isinstance(a, str) and a for a in names):  # pyright: ignore[reportUnnecessaryIsInstance]
+                found.append(f"node {self.name!r}: {what}= must be a set of non-empty names")
+        if self.expires_after is not None and (
+            not isinstance(self.expires_after, int | float) or self.expires_after <= 0  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            found.append(f"node {self.name!r}: expires_after= must be a positive number of seconds")
+        if self.prompt is not None and not (isinstance(self.prompt, str) or callable(self.prompt)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: prompt= must be text or a function of the state")
+        return found + _check_fn(self.name, "context=", self.context, (1,))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndNode(Node):
+    """Finishes the run; ``output(state[, ctx])`` gives the run's output."""
+
+    kind: ClassVar[NodeKind] = NodeKind.END
+    output: Callable[..., Any] | None = None
+
+    def problems(self) -> list[str]:
+        return Node.problems(self) + _check_fn(self.name, "output=", self.output, (1, 2))

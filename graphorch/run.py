@@ -1,0 +1,734 @@
+"""A run in motion: one step at a time, checkpointed after every step.
+
+:class:`Run` is the handle :class:`~graphorch.Runtime` gives for a started, resumed or
+forked run. ``await run.step()`` advances exactly one step (a superstep of parallel
+branches counts each branch); ``await run.wait()`` advances until the run ends, waits
+for a person, or fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+import anyio
+import anyio.to_thread
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from .context import BacktrackInfo, Context
+from .events import (
+    Backtracked,
+    CustomEvent,
+    Event,
+    Retrying,
+    RunCancelled,
+    RunFailed,
+    RunFinished,
+    RunStopped,
+    StepFinished,
+    StepStarted,
+)
+from .exceptions import (
+    EdgeConditionError,
+    LeaseLostError,
+    MaxStepsExceededError,
+    NodeError,
+    NodeTimeoutError,
+    RunCancelledError,
+    RunError,
+    RunNotActiveError,
+    RunTimeoutError,
+    StateUpdateError,
+    VisitLimitExceededError,
+)
+from .graph import FrozenGraph
+from .nodes import Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
+from .store.base import CheckpointWrite, Lease, RunUpdate
+from .types import CheckpointId, RunId, RunStatus, checkpoint_id
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["Run", "RunResult", "StepResult"]
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+_EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one step did.
+
+    Attributes:
+        run_id: the run.
+        nodes: the node(s) that ran (several for a parallel superstep).
+        changes: the fields that changed, with their new values.
+        next_nodes: what runs next (empty once the run stopped).
+        status: the run's status after the step.
+        step: the run's step count after the step.
+        checkpoint: the checkpoint committed, or None if the step failed.
+        error: the error that stopped the run, if any.
+    """
+
+    run_id: RunId
+    nodes: tuple[str, ...]
+    changes: Mapping[str, Any]
+    next_nodes: tuple[str, ...]
+    status: RunStatus
+    step: int
+    checkpoint: CheckpointId | None
+    error: RunError | None = None
+
+    @property
+    def node(self) -> str:
+        """The node that ran (names joined with "," for a parallel superstep)."""
+        return ",".join(self.nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult(Generic[StateT]):
+    """Where a run stands once :meth:`Run.wait` returns.
+
+    Attributes:
+        run_id: the run.
+        status: succeeded, failed, cancelled, waiting or needs_attention.
+        state: the state at the last committed checkpoint.
+        output: the end node's output (None unless succeeded).
+        reason: why it stopped.
+        node: the node to blame or waiting, if any.
+        steps: steps taken.
+        error: the error that stopped it, if it failed in this process.
+    """
+
+    run_id: RunId
+    status: RunStatus
+    state: StateT
+    output: Any
+    reason: str | None
+    node: str | None
+    steps: int
+    error: RunError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the run reached an end node."""
+        return self.status is RunStatus.SUCCEEDED
+
+    def raise_for_status(self) -> Self:
+        """Raise the run's error if it failed or was cancelled; return self otherwise."""
+        if self.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            if self.error is not None:
+                raise self.error
+            cls = RunCancelledError if self.status is RunStatus.CANCELLED else RunError
+            raise cls(self.reason or self.status.value, run_id=self.run_id, node=self.node)
+        return self
+
+
+@dataclass(slots=True)
+class _Outcome:
+    node: str
+    changes: dict[str, Any] = field(default_factory=lambda: {})
+    backtrack: Backtrack | None = None
+    output: Any = None
+    ended: bool = False
+
+
+class _Stop(Exception):
+    """Internal: ends a step with a run error (carried in ``error``)."""
+
+    def __init__(self, error: RunError, status: RunStatus = RunStatus.FAILED):
+        self.error = error
+        self.status = status
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+class Run(Generic[StateT]):
+    """A run being advanced by this process. Get one from :class:`~graphorch.Runtime`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        graph: FrozenGraph[StateT, Any],
+        *,
+        run_id: RunId,
+        state: StateT,
+        seq: int,
+        steps: int,
+        visits: dict[str, int],
+        next_nodes: tuple[str, ...],
+        status: RunStatus,
+        reason: str | None,
+        error_node: str | None,
+        output: Any,
+        deps: Any,
+        lease: Lease | None,
+        started: float,
+        max_steps: int | None,
+        timeout: float | None,
+        backtracked: BacktrackInfo | None,
+        pending_events: list[Event] | None = None,
+    ) -> None:
+        self._rt = runtime
+        self.graph = graph
+        self.id = run_id
+        self.state = state
+        self.seq = seq
+        self.steps = steps
+        self.visits = visits
+        self.next_nodes = next_nodes
+        self.status = status
+        self.reason = reason
+        self.error_node = error_node
+        self.output = output
+        self.error: RunError | None = None
+        self.deps = deps
+        self._lease = lease
+        self._lease_renewed = time.monotonic()
+        self._started = started
+        self.max_steps = max_steps if max_steps is not None else graph.max_steps
+        self.timeout = timeout if timeout is not None else graph.timeout
+        self._backtracked = backtracked
+        self._pending: list[Event] = pending_events or []
+        self._history: deque[Event] = deque(self._pending, maxlen=_EVENT_BUFFER)
+        self._event_count = len(self._history)
+        self._listeners: list[anyio.Event] = []
+        self._scope: anyio.CancelScope | None = None
+        self._cancel_reason: str | None = None
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        where = f" next={list(self.next_nodes)}" if self.next_nodes else ""
+        return f"<Run {self.id} graph={self.graph.name!r} {self.status.value} step={self.steps}{where}>"
+
+    @property
+    def checkpoint(self) -> CheckpointId:
+        """The run's latest committed checkpoint."""
+        return checkpoint_id(self.id, self.seq)
+
+    @property
+    def active(self) -> bool:
+        """True while the run can take another step in this process."""
+        return self.status is RunStatus.RUNNING and bool(self.next_nodes)
+
+    # -- events ----------------------------------------------------------------
+
+    def _publish(self, event: Event) -> None:
+        self._pending.append(event)
+        self._history.append(event)
+        self._event_count += 1
+        if self._listeners:
+            listeners, self._listeners = self._listeners, []
+            for waiter in listeners:
+                waiter.set()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event of this run handle, from its first, live until the run stops."""
+        seen = 0
+        while True:
+            base = self._event_count - len(self._history)
+            if seen < base:
+                seen = base  # older events fell out of the buffer
+            while seen < self._event_count:
+                yield self._history[seen - base]
+                seen += 1
+            if not self.active and self._scope is None:
+                return
+            waiter = anyio.Event()
+            self._listeners.append(waiter)
+            await waiter.wait()
+
+    # -- driving -----------------------------------------------------------------
+
+    async def wait(self) -> RunResult[StateT]:
+        """Advance until the run ends, waits for a person, or fails."""
+        while self.active:
+            await self.step()
+        return self.result()
+
+    def result(self) -> RunResult[StateT]:
+        """Where the run stands now."""
+        return RunResult(
+            run_id=self.id,
+            status=self.status,
+            state=self.state,
+            output=self.output,
+            reason=self.reason,
+            node=self.error_node,
+            steps=self.steps,
+            error=self.error,
+        )
+
+    async def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Cancel the run: a step in flight is interrupted and nothing of it is kept."""
+        if self.status.is_terminal:
+            return
+        self._cancel_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+            return
+        async with self._lock:
+            if not self.status.is_terminal:
+                await self._finish_cancelled()
+
+    async def step(self) -> StepResult:
+        """Advance exactly one step and commit it.
+
+        Raises:
+            RunNotActiveError: the run has stopped or waits for a person.
+        """
+        async with self._lock:
+            if not self.active:
+                raise RunNotActiveError(
+                    f"run is {self.status.value}"
+                    + (f" ({self.reason})" if self.reason else "")
+                    + "; nothing to step",
+                    run_id=self.id,
+                )
+            return await self._step()
+
+    async def _step(self) -> StepResult:
+        nodes = self.next_nodes
+        graph = self.graph
+        try:
+            self._check_limits(nodes)
+            await self._renew_lease()
+        except _Stop as stop:
+            return await self._stop(stop, nodes)
+        deadline = math.inf if self.timeout is None else self._started + self.timeout
+        with anyio.CancelScope(deadline=_to_loop_deadline(deadline)) as scope:
+            self._scope = scope
+            try:
+                if len(nodes) == 1:
+                    outcomes = [await self._run_node(graph.nodes[nodes[0]])]
+                else:
+                    outcomes = await self._run_parallel(nodes)
+                return await self._commit(nodes, outcomes)
+            except _Stop as stop:
+                return await self._stop(stop, nodes)
+            finally:
+                self._scope = None
+        # reached only when the scope was cancelled: by cancel() or the run deadline
+        if self._cancel_reason is not None:  # pragma: no branch
+            await self._finish_cancelled()
+            return self._stopped_result(nodes, RunCancelledError(self.reason or "", run_id=self.id))
+        err = RunTimeoutError(f"run exceeded its timeout of {self.timeout}s", run_id=self.id)
+        return await self._stop(_Stop(err), nodes)
+
+    def _check_limits(self, nodes: tuple[str, ...]) -> None:
+        if self.max_steps is not None and self.steps + len(nodes) > self.max_steps:
+            raise _Stop(
+                MaxStepsExceededError(
+                    f"run reached max_steps={self.max_steps} before running {', '.join(nodes)}",
+                    run_id=self.id,
+                    node=nodes[0],
+                )
+            )
+        for name in nodes:
+            limit = self.graph.nodes[name].max_visits
+            if limit is not None and self.visits.get(name, 0) >= limit:
+                raise _Stop(
+                    VisitLimitExceededError(
+                        f"node entered {limit} times already (max_visits={limit}); "
+                        f"the run is probably looping",
+                        run_id=self.id,
+                        node=name,
+                    )
+                )
+        if self.timeout is not None and time.time() > self._started + self.timeout:
+            raise _Stop(
+                RunTimeoutError(f"run exceeded its timeout of {self.timeout}s", run_id=self.id)
+            )
+
+    async def _renew_lease(self) -> None:
+        lease = self._lease
+        if lease is None:
+            return
+        now = time.monotonic()
+        if now - self._lease_renewed < self._rt.lease_ttl / 3:
+            return
+        try:
+            self._lease = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
+        except LeaseLostError as err:
+            raise _Stop(err, RunStatus.RUNNING) from None
+        self._lease_renewed = now
+
+    async def _run_parallel(self, nodes: tuple[str, ...]) -> list[_Outcome]:
+        outcomes: list[_Outcome | None] = [None] * len(nodes)
+        errors: list[_Stop] = []
+
+        async def branch(i: int, name: str) -> None:
+            try:
+                outcomes[i] = await self._run_node(self.graph.nodes[name])
+            except _Stop as stop:
+                errors.append(stop)
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for i, name in enumerate(nodes):
+                tg.start_soon(branch, i, name)
+        if errors:
+            raise errors[0]
+        return [o for o in outcomes if o is not None]
+
+    async def _run_node(self, node: Node) -> _Outcome:
+        name = node.name
+        self.visits[name] = self.visits.get(name, 0) + 1
+        self._publish(StepStarted(run_id=self.id, step=self.steps, node=name))
+        retry = node.retry
+        attempts = retry.attempts if retry is not None else 1
+        attempt = 1
+        while True:
+            try:
+                if node.timeout is None:
+                    return await self._call_node(node, attempt)
+                with anyio.fail_after(node.timeout):
+                    return await self._call_node(node, attempt)
+            except _Stop:
+                raise
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and node.timeout is not None:
+                    error: RunError = NodeTimeoutError(
+                        f"attempt {attempt} ran past its timeout of {node.timeout}s",
+                        run_id=self.id,
+                        node=name,
+                    )
+                elif isinstance(exc, RunError):
+                    error = exc
+                else:
+                    error = NodeError(
+                        f"raised {type(exc).__name__}: {exc}", run_id=self.id, node=name
+                    )
+                    error.__cause__ = exc
+                retryable = retry is not None and isinstance(exc, retry.on)
+                if not retryable or attempt >= attempts or isinstance(exc, StateUpdateError):
+                    if attempts > 1 and attempt > 1:
+                        error.reason += f" (after {attempt} attempts)"
+                        error.args = (f"{error.args[0]} (after {attempt} attempts)",)
+                    raise _Stop(error) from exc
+                assert retry is not None
+                delay = retry.delay(attempt)
+                self._publish(
+                    Retrying(
+                        run_id=self.id,
+                        step=self.steps,
+                        node=name,
+                        attempt=attempt,
+                        delay=delay,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+                await anyio.sleep(delay)
+                attempt += 1
+
+    def _context(self, node: Node, attempt: int) -> Context[Any]:
+        back = self._backtracked if self._backtracked is not None else None
+        return Context(
+            run_id=self.id,
+            graph=self.graph.name,
+            role=self.graph.role,
+            node=node.name,
+            step=self.steps,
+            attempt=attempt,
+            deps=self.deps,
+            backtracked=back,
+            emit=self._emit_custom,
+        )
+
+    def _emit_custom(self, node: str, name: str, data: dict[str, Any]) -> None:
+        self._publish(
+            CustomEvent(run_id=self.id, step=self.steps, node=node, name=name, data=data)
+        )
+
+    async def _call_node(self, node: Node, attempt: int) -> _Outcome:
+        if isinstance(node, PlanNode):
+            result = await _invoke(node.fn, self.state, self._context(node, attempt))
+            return self._outcome(node, result)
+        if isinstance(node, EndNode):
+            output = None
+            if node.output is not None:
+                output = await _invoke(node.output, self.state, self._context(node, attempt))
+            return _Outcome(node.name, output=output, ended=True)
+        return await self._rt.execute_node(self, node, attempt)
+
+    def _outcome(self, node: Node, result: Any) -> _Outcome:
+        if isinstance(result, Backtrack):
+            return self._backtrack(node, result)
+        schema = self.graph.schema
+        return _Outcome(node.name, schema.normalize(self.state, result, node=node.name))
+
+    def _backtrack(self, node: Node, back: Backtrack) -> _Outcome:
+        if back.to not in node.backtrack:
+            raise _Stop(
+                StateUpdateError(
+                    f"backtracked to {back.to!r}, which is not in its backtrack="
+                    f"{list(node.backtrack)}; declare it on the node",
+                    run_id=self.id,
+                    node=node.name,
+                )
+            )
+        if not self.visits.get(back.to):
+            raise _Stop(
+                StateUpdateError(
+                    f"backtracked to {back.to!r}, which has not run yet in this run; "
+                    f"a backtrack goes to an earlier node",
+                    run_id=self.id,
+                    node=node.name,
+                )
+            )
+        schema = self.graph.schema
+        changes = schema.normalize(self.state, back.update, node=node.name)
+        return _Outcome(node.name, changes, backtrack=back)
+
+    def _route(self, name: str, state: StateT) -> list[str]:
+        targets: list[str] = []
+        default: tuple[str, ...] = ()
+        for edge in self.graph.edges.get(name, ()):
+            if edge.when is None:
+                default = edge.targets
+                continue
+            try:
+                fired = edge.when(state)
+            except Exception as exc:
+                err = EdgeConditionError(
+                    f"condition {edge.display_label!r} of edge {name!r} -> "
+                    f"{','.join(edge.targets)!r} raised {type(exc).__name__}: {exc}",
+                    run_id=self.id,
+                    node=name,
+                )
+                raise _Stop(err) from exc
+            if fired:
+                targets.extend(edge.targets)
+        if not targets:
+            targets.extend(default)
+        if not targets:
+            raise _Stop(
+                RunError(
+                    "no edge's condition held and the node has no default edge; "
+                    "add an edge without when= as the fallback",
+                    run_id=self.id,
+                    node=name,
+                )
+            )
+        return targets
+
+    async def _commit(self, nodes: tuple[str, ...], outcomes: Sequence[_Outcome]) -> StepResult:
+        schema = self.graph.schema
+        old = self.state
+        branches = [(o.node, o.changes) for o in outcomes if o.changes]
+        try:
+            if branches:
+                new_state, changed = schema.apply(old, branches)
+                writes = schema.writes(old, new_state, changed, node=branches[0][0])
+            else:
+                new_state, changed, writes = old, {}, {}
+        except StateUpdateError as err:
+            err.run_id = err.run_id or self.id
+            raise _Stop(err) from None
+        ended: _Outcome | None = None
+        next_nodes: list[str] = []
+        backtrack_info: BacktrackInfo | None = None
+        for o in outcomes:
+            if o.ended:
+                ended = ended or o
+            elif o.backtrack is not None:
+                next_nodes.append(o.backtrack.to)
+                backtrack_info = BacktrackInfo(o.node, o.backtrack.reason)
+                self._publish(
+                    Backtracked(
+                        run_id=self.id,
+                        step=self.steps,
+                        node=o.node,
+                        to=o.backtrack.to,
+                        reason=o.backtrack.reason,
+                    )
+                )
+            else:
+                next_nodes.extend(self._route(o.node, new_state))
+        output_json: bytes | None = None
+        if ended is not None:
+            status = RunStatus.SUCCEEDED
+            next_tuple: tuple[str, ...] = ()
+            try:
+                output = to_jsonable_python(ended.output)
+                output_json = json.dumps(output).encode()
+            except Exception as exc:
+                raise _Stop(
+                    StateUpdateError(
+                        f"the end node's output cannot be stored as JSON: {exc}",
+                        run_id=self.id,
+                        node=ended.node,
+                    )
+                ) from None
+        else:
+            status = RunStatus.RUNNING
+            next_tuple = tuple(dict.fromkeys(next_nodes))
+            output = None
+        steps = self.steps + len(nodes)
+        seq = self.seq + 1
+        cp_id = checkpoint_id(self.id, seq)
+        for o in outcomes:
+            self._publish(
+                StepFinished(
+                    run_id=self.id,
+                    step=steps,
+                    node=o.node,
+                    changed=tuple(o.changes),
+                    next_nodes=next_tuple,
+                    checkpoint=cp_id,
+                )
+            )
+        if ended is not None:
+            self._publish(RunFinished(run_id=self.id, step=steps, node=ended.node, output=output))
+        meta = _meta(steps, self.visits, backtrack_info)
+        write = CheckpointWrite(
+            checkpoint_id=cp_id,
+            run_id=self.id,
+            seq=seq,
+            parent=self.checkpoint,
+            nodes=nodes,
+            next_nodes=next_tuple,
+            status=status,
+            writes=writes,
+            meta=meta,
+            created_at=_now(),
+        )
+        update = RunUpdate(status=status, reason="reached end node " + ended.node if ended else None,
+                           output=output_json)
+        await self._write(write, update)
+        self.state = new_state
+        self.seq = seq
+        self.steps = steps
+        self.next_nodes = next_tuple
+        self._backtracked = backtrack_info
+        self.status = status
+        if ended is not None:
+            self.reason = update.reason
+            self.output = output
+            await self._release()
+        return StepResult(self.id, nodes, changed, next_tuple, status, steps, cp_id)
+
+    async def _write(self, write: CheckpointWrite | None, update: RunUpdate) -> None:
+        events, self._pending = self._pending, []
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._rt.store.commit_step(
+                    self._lease, write, update, events, run_id=self.id
+                )
+        except LeaseLostError as err:
+            # another process owns the run now: stop quietly, write nothing more
+            err.run_id = self.id
+            self.status = RunStatus.RUNNING
+            self.next_nodes = ()
+            self.reason = f"stopped: {err.reason}"
+            self.error = err
+            self._lease = None
+            self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
+            self._pending.clear()
+            raise _Stop(err, RunStatus.RUNNING) from None
+
+    async def _stop(self, stop: _Stop, nodes: tuple[str, ...]) -> StepResult:
+        err = stop.error
+        err.run_id = err.run_id or self.id
+        if isinstance(err, LeaseLostError):
+            self.error = err
+            self.next_nodes = ()
+            if self.reason is None:
+                self.reason = f"stopped: {err.reason}"
+                self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
+            self._pending.clear()
+            return self._stopped_result(nodes, err)
+        self._publish(
+            RunFailed(
+                run_id=self.id,
+                step=self.steps,
+                node=err.node,
+                reason=err.reason,
+                error_type=type(err).__name__,
+            )
+        )
+        update = RunUpdate(status=RunStatus.FAILED, reason=err.reason, error_node=err.node)
+        try:
+            await self._write(None, update)
+        except _Stop as lost:
+            return self._stopped_result(nodes, lost.error)
+        self.status = RunStatus.FAILED
+        self.reason = err.reason
+        self.error_node = err.node
+        self.error = err
+        await self._release()
+        return self._stopped_result(nodes, err)
+
+    async def _finish_cancelled(self) -> None:
+        reason = self._cancel_reason or "cancelled"
+        self._publish(RunCancelled(run_id=self.id, step=self.steps, reason=reason))
+        try:
+            await self._write(None, RunUpdate(status=RunStatus.CANCELLED, reason=reason))
+        except _Stop:
+            return
+        self.status = RunStatus.CANCELLED
+        self.reason = reason
+        self.error = RunCancelledError(reason, run_id=self.id)
+        await self._release()
+
+    def _stopped_result(self, nodes: tuple[str, ...], err: RunError) -> StepResult:
+        return StepResult(self.id, nodes, {}, (), self.status, self.steps, None, err)
+
+    async def _release(self) -> None:
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            with anyio.CancelScope(shield=True):
+                await self._rt.store.release_lease(lease)
+
+
+@functools.cache
+def _calling(fn: Any) -> tuple[bool, bool]:
+    """(takes the context, is async) for a user function, worked out once."""
+    return _arity(fn) != 1, _is_async(fn)
+
+
+async def _invoke(fn: Any, state: Any, ctx: Context[Any]) -> Any:
+    """Call a user function with (state) or (state, ctx); sync ones run in a thread."""
+    try:
+        with_ctx, is_async = _calling(fn)
+    except TypeError:  # unhashable callable: work it out each time
+        with_ctx, is_async = _arity(fn) != 1, _is_async(fn)
+    args = (state, ctx) if with_ctx else (state,)
+    if is_async:
+        return await fn(*args)
+    result = await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def _meta(steps: int, visits: Mapping[str, int], back: BacktrackInfo | None) -> bytes:
+    data: dict[str, Any] = {"steps": steps, "visits": visits}
+    if back is not None:
+        data["backtracked"] = {"source": back.source, "reason": back.reason}
+    return json.dumps(data).encode()
+
+
+def _now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def _to_loop_deadline(wall_deadline: float) -> float:
+    """Convert a wall-clock deadline to the event loop's clock."""
+    if wall_deadline == math.inf:
+        return math.inf
+    return anyio.current_time() + (wall_deadline - time.time())

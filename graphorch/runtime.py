@@ -1,0 +1,438 @@
+"""The runtime: starts, resumes and forks runs against a store.
+
+``Runtime(store)`` is the entry point for running graphs::
+
+    rt = go.Runtime(go.SQLiteStore("graphorch.db"), graphs=[support])
+    run = await rt.start(support, Ticket(text="refund me"))
+    result = await run.wait()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import anyio
+from pydantic import BaseModel
+
+from .context import BacktrackInfo
+from .events import Event, RunResumed, RunStarted
+from .exceptions import (
+    DefinitionError,
+    EdgeConditionError,
+    IncompatibleGraphError,
+    InputValidationError,
+    RunError,
+    RunNotActiveError,
+)
+from .graph import START, FrozenGraph, Graph
+from .nodes import Node
+from .run import Run, RunResult
+from .store.base import CheckpointInfo, CheckpointWrite, Lease, RunRecord, Store, StoredCheckpoint
+from .store.memory import MemoryStore
+from .types import CheckpointId, RunId, RunStatus, checkpoint_id, new_run_id
+
+__all__ = ["Runtime", "run"]
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+GraphLike = Graph[Any, Any] | FrozenGraph[Any, Any]
+
+
+def _frozen(graph: GraphLike) -> FrozenGraph[Any, Any]:
+    if isinstance(graph, FrozenGraph):
+        return graph
+    if isinstance(graph, Graph):  # pyright: ignore[reportUnnecessaryIsInstance]
+        return graph.freeze()
+    raise DefinitionError(f"expected a graphorch Graph, got {type(graph).__name__}")
+
+
+class Runtime:
+    """Runs graphs against a store; many runs at once, each independent.
+
+    Args:
+        store: where runs are checkpointed (default: an in-memory store).
+        graphs: graphs this runtime can resume by name (started graphs are added).
+        deps: the default dependencies injected into every run's ``ctx.deps``.
+        lease_ttl: seconds a run's ownership lasts without renewal; a process that
+            died releases its runs after this long.
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        graphs: Iterable[GraphLike] = (),
+        deps: Any = None,
+        lease_ttl: float = 30.0,
+    ) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self.deps = deps
+        self.lease_ttl = lease_ttl
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._graphs: dict[str, FrozenGraph[Any, Any]] = {}
+        for g in graphs:
+            self.register(g)
+
+    def register(self, graph: GraphLike) -> FrozenGraph[Any, Any]:
+        """Make a graph known by name, so its runs can be resumed without passing it."""
+        frozen = _frozen(graph)
+        self._graphs[frozen.name] = frozen
+        return frozen
+
+    def _graph_for(self, record: RunRecord, graph: GraphLike | None) -> FrozenGraph[Any, Any]:
+        if graph is None:
+            found = self._graphs.get(record.graph)
+            if found is None:
+                raise IncompatibleGraphError(
+                    f"run {record.run_id} belongs to graph {record.graph!r}, which this "
+                    f"runtime does not know; pass graph= or Runtime(store, graphs=[...])"
+                )
+            return found
+        frozen = self.register(graph)
+        if frozen.name != record.graph:
+            raise IncompatibleGraphError(
+                f"run {record.run_id} was started with graph {record.graph!r}, "
+                f"not {frozen.name!r}; resume it with the graph it was started with"
+            )
+        return frozen
+
+    # -- starting ----------------------------------------------------------------
+
+    async def start(
+        self,
+        graph: Graph[StateT, Any] | FrozenGraph[StateT, Any],
+        input: StateT | Mapping[str, Any],
+        *,
+        run_id: str | None = None,
+        deps: Any = None,
+        max_steps: int | None = None,
+        timeout: float | None = None,
+        parent_run: RunId | None = None,
+    ) -> Run[StateT]:
+        """Validate ``input``, store the run's first checkpoint and return its handle.
+
+        Nothing runs until ``await run.step()`` or ``await run.wait()``.
+
+        Raises:
+            GraphDefinitionError: the graph is invalid.
+            InputValidationError: ``input`` does not fit the state schema.
+        """
+        frozen = self.register(graph)
+        schema = frozen.schema
+        state = schema.validate_input(input)
+        writes = schema.dump_all(state)
+        rid = RunId(run_id) if run_id is not None else new_run_id()
+        next_nodes = _first_nodes(frozen, state, rid)
+        now = datetime.now().astimezone()
+        cp = checkpoint_id(rid, 0)
+        record = RunRecord(
+            run_id=rid,
+            graph=frozen.name,
+            graph_fingerprint=frozen.fingerprint,
+            status=RunStatus.RUNNING,
+            reason=None,
+            error_node=None,
+            created_at=now,
+            updated_at=now,
+            head=cp,
+            seq=0,
+            next_nodes=next_nodes,
+            parent_run=parent_run,
+        )
+        write = CheckpointWrite(
+            checkpoint_id=cp,
+            run_id=rid,
+            seq=0,
+            parent=None,
+            nodes=(),
+            next_nodes=next_nodes,
+            status=RunStatus.RUNNING,
+            writes=writes,
+            meta=b'{"steps":0,"visits":{}}',
+            created_at=now,
+        )
+        event = RunStarted(run_id=rid, step=0, graph=frozen.name)
+        await self.store.create_run(record, write, [event])
+        lease = await self.store.acquire_lease(rid, self.owner, self.lease_ttl)
+        return Run(
+            self,
+            frozen,
+            run_id=rid,
+            state=state,
+            seq=0,
+            steps=0,
+            visits={},
+            next_nodes=next_nodes,
+            status=RunStatus.RUNNING,
+            reason=None,
+            error_node=None,
+            output=None,
+            deps=deps if deps is not None else self.deps,
+            lease=lease,
+            started=time.time(),
+            max_steps=max_steps,
+            timeout=timeout,
+            backtracked=None,
+            pending_events=[event],
+        )
+
+    async def resume(
+        self,
+        run_id: str,
+        graph: Graph[Any, Any] | FrozenGraph[Any, Any] | None = None,
+        *,
+        deps: Any = None,
+        allow_graph_change: bool = False,
+    ) -> Run[Any]:
+        """Take over a run from its last committed checkpoint (e.g. after a crash).
+
+        No committed step runs again. A run that already stopped comes back as it is.
+
+        Raises:
+            RunNotFoundError: no such run.
+            RunLockedError: another live process is advancing it.
+            IncompatibleGraphError: the graph is not the one the run was started with,
+                or the stored state no longer fits its schema.
+        """
+        record = await self.store.get_run(RunId(run_id))
+        frozen = self._graph_for(record, graph)
+        if record.graph_fingerprint != frozen.fingerprint and not allow_graph_change:
+            raise IncompatibleGraphError(
+                f"graph {frozen.name!r} changed shape since run {record.run_id} started "
+                f"(nodes or edges differ); resume with the original graph, or pass "
+                f"allow_graph_change=True if its next nodes still exist"
+            )
+        missing = [n for n in record.next_nodes if n not in frozen.nodes]
+        if missing:
+            raise IncompatibleGraphError(
+                f"run {record.run_id} continues at {missing}, which graph "
+                f"{frozen.name!r} no longer has"
+            )
+        stored = await self.store.get_checkpoint(record.run_id, record.head)
+        state = self._load_state(frozen, stored, record.run_id)
+        lease = None
+        if record.status is RunStatus.RUNNING:
+            lease = await self.store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
+        return self._handle(frozen, record, stored.meta, state, deps, lease)
+
+    async def fork(
+        self,
+        run_id: str,
+        *,
+        at: CheckpointId | str | int,
+        patch: Mapping[str, Any] | None = None,
+        graph: Graph[Any, Any] | FrozenGraph[Any, Any] | None = None,
+        deps: Any = None,
+    ) -> Run[Any]:
+        """Start a new branch from an earlier checkpoint, optionally with edited state.
+
+        The original run and its history are never changed.
+
+        Raises:
+            InputValidationError: ``patch`` does not fit the state schema.
+            CheckpointNotFoundError: no such checkpoint in the run.
+        """
+        source = await self.store.get_run(RunId(run_id))
+        frozen = self._graph_for(source, graph)
+        stored = await self.store.get_checkpoint(source.run_id, _checkpoint_ref(at))
+        if not stored.info.next_nodes:
+            raise RunNotActiveError(
+                f"checkpoint {stored.info.seq} is where the run stopped; nothing follows "
+                f"it. Fork from an earlier checkpoint",
+                run_id=source.run_id,
+            )
+        state = self._load_state(frozen, stored, source.run_id)
+        if patch:
+            unknown = [k for k in patch if k not in frozen.schema.fields]
+            if unknown:
+                raise InputValidationError(
+                    f"patch names unknown field(s) {unknown}; {frozen.state.__name__} has "
+                    f"{', '.join(frozen.schema.fields)}"
+                )
+            state = frozen.schema.validate_input({**state.__dict__, **patch}, what="patch")
+        rid = new_run_id()
+        now = datetime.now().astimezone()
+        cp = checkpoint_id(rid, 0)
+        next_nodes = stored.info.next_nodes
+        record = RunRecord(
+            run_id=rid,
+            graph=frozen.name,
+            graph_fingerprint=frozen.fingerprint,
+            status=RunStatus.RUNNING,
+            reason=None,
+            error_node=None,
+            created_at=now,
+            updated_at=now,
+            head=cp,
+            seq=0,
+            next_nodes=next_nodes,
+            parent_run=source.parent_run,
+            forked_from=stored.info.checkpoint_id,
+        )
+        write = CheckpointWrite(
+            checkpoint_id=cp,
+            run_id=rid,
+            seq=0,
+            parent=stored.info.checkpoint_id,
+            nodes=(),
+            next_nodes=next_nodes,
+            status=RunStatus.RUNNING,
+            writes=frozen.schema.dump_all(state),
+            meta=stored.meta,
+            created_at=now,
+        )
+        event = RunStarted(
+            run_id=rid, step=0, graph=frozen.name, forked_from=stored.info.checkpoint_id
+        )
+        await self.store.create_run(record, write, [event])
+        lease = await self.store.acquire_lease(rid, self.owner, self.lease_ttl)
+        return self._handle(frozen, record, stored.meta, state, deps, lease, [event])
+
+    def _load_state(
+        self, frozen: FrozenGraph[Any, Any], stored: StoredCheckpoint, run_id: RunId
+    ) -> Any:
+        try:
+            return frozen.schema.load(stored.state, what=f"the state of run {run_id}")
+        except InputValidationError as err:
+            raise IncompatibleGraphError(str(err)) from None
+
+    def _handle(
+        self,
+        frozen: FrozenGraph[Any, Any],
+        record: RunRecord,
+        raw_meta: bytes,
+        state: Any,
+        deps: Any,
+        lease: Lease | None,
+        pending: list[Event] | None = None,
+    ) -> Run[Any]:
+        meta = json.loads(raw_meta) if raw_meta else {}
+        back = meta.get("backtracked")
+        events = pending or []
+        if pending is None and lease is not None:
+            events.append(
+                RunResumed(run_id=record.run_id, step=meta.get("steps", 0), checkpoint=record.head)
+            )
+        output = json.loads(record.output) if record.output is not None else None
+        return Run(
+            self,
+            frozen,
+            run_id=record.run_id,
+            state=state,
+            seq=record.seq,
+            steps=int(meta.get("steps", 0)),
+            visits=dict(meta.get("visits", {})),
+            next_nodes=record.next_nodes if record.status is RunStatus.RUNNING else (),
+            status=record.status,
+            reason=record.reason,
+            error_node=record.error_node,
+            output=output,
+            deps=deps if deps is not None else self.deps,
+            lease=lease,
+            started=record.created_at.timestamp(),
+            max_steps=None,
+            timeout=None,
+            backtracked=BacktrackInfo(back["source"], back["reason"]) if back else None,
+            pending_events=events,
+        )
+
+    # -- reading -----------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The stored record of a run (status, reason, head, ...)."""
+        return await self.store.get_run(RunId(run_id))
+
+    async def history(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints in order (seq, nodes, time, status)."""
+        return await self.store.list_checkpoints(RunId(run_id))
+
+    async def state_at(
+        self,
+        run_id: str,
+        at: CheckpointId | str | int | None = None,
+        *,
+        graph: Graph[Any, Any] | FrozenGraph[Any, Any] | None = None,
+    ) -> Any:
+        """The run's state at a checkpoint (by id or seq; default: the latest)."""
+        record = await self.store.get_run(RunId(run_id))
+        frozen = self._graph_for(record, graph)
+        ref = None if at is None else _checkpoint_ref(at)
+        stored = await self.store.get_checkpoint(record.run_id, ref)
+        return self._load_state(frozen, stored, record.run_id)
+
+    # -- node kinds filled in by later layers -------------------------------------
+
+    async def execute_node(self, run: Run[Any], node: Node, attempt: int) -> Any:
+        """Run a tool, delegate or approve node (the kinds with runtime services)."""
+        raise RunError(
+            f"{node.kind.value} nodes cannot run yet in this version of graphorch",
+            run_id=run.id,
+            node=node.name,
+        )
+
+
+def _checkpoint_ref(at: CheckpointId | str | int) -> CheckpointId | int:
+    if isinstance(at, int):
+        return at
+    if at.isdigit():
+        return int(at)
+    return CheckpointId(at)
+
+
+def _first_nodes(graph: FrozenGraph[Any, Any], state: Any, run_id: RunId) -> tuple[str, ...]:
+    targets: list[str] = []
+    default: tuple[str, ...] = ()
+    for edge in graph.edges[START]:
+        if edge.when is None:
+            default = edge.targets
+            continue
+        try:
+            fired = edge.when(state)
+        except Exception as exc:
+            raise EdgeConditionError(
+                f"condition {edge.display_label!r} of edge START -> {','.join(edge.targets)!r} "
+                f"raised {type(exc).__name__}: {exc}",
+                run_id=None,
+                node=START,
+            ) from exc
+        if fired:
+            targets.extend(edge.targets)
+    if not targets:
+        targets.extend(default)
+    if not targets:
+        raise InputValidationError(
+            f"no edge from START matched the input of graph {graph.name!r} and there is no "
+            f"default edge"
+        )
+    return tuple(dict.fromkeys(targets))
+
+
+def run(
+    graph: Graph[StateT, Any] | FrozenGraph[StateT, Any],
+    input: StateT | Mapping[str, Any],
+    *,
+    store: Store | None = None,
+    deps: Any = None,
+    check: bool = True,
+    backend: str = "asyncio",
+) -> RunResult[StateT]:
+    """Run a graph to completion from synchronous code (a script, a REPL).
+
+    Args:
+        check: raise the run's error if it failed (else return the result as it is).
+        backend: the anyio backend, ``"asyncio"`` or ``"trio"``.
+    """
+
+    async def main() -> RunResult[StateT]:
+        handle = await Runtime(store).start(graph, input, deps=deps)
+        result = await handle.wait()
+        return result.raise_for_status() if check else result
+
+    return anyio.run(main, backend=backend)

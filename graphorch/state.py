@@ -1,0 +1,277 @@
+"""State schemas: validation of changes, reducers, merges and per-field JSON.
+
+State is immutable. A node returns changes; :class:`StateSchema` validates them and
+builds the next state, so a bad change never leaves the state half-updated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from .exceptions import (
+    ConflictingUpdateError,
+    DefinitionError,
+    InputValidationError,
+    StateUpdateError,
+    UnserializableStateError,
+)
+from .store.base import AppendField, FieldWrite, SetField
+
+__all__ = ["Reducer", "StateSchema", "add", "append", "merge", "reducer"]
+
+StateT = TypeVar("StateT", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Reducer:
+    """How a field combines its current value with a node's update.
+
+    Declare one on a state field with ``Annotated[list[str], go.append]``. Reducers apply
+    to every update of the field, and they let parallel branches write the same field.
+    """
+
+    name: str
+    fn: Callable[[Any, Any], Any]
+    appends: bool = False
+
+    def __call__(self, current: Any, update: Any) -> Any:
+        return self.fn(current, update)
+
+
+def reducer(fn: Callable[[Any, Any], Any]) -> Reducer:
+    """Make a custom reducer from ``fn(current, update) -> new``."""
+    return Reducer(getattr(fn, "__name__", "reducer"), fn)
+
+
+def _append(current: Any, update: Any) -> Any:
+    if not isinstance(update, list | tuple):
+        raise TypeError(f"an append field takes a list of items to add, got {type(update).__name__}")
+    return [*current, *cast(Sequence[Any], update)]
+
+
+def _add(current: Any, update: Any) -> Any:
+    return current + update
+
+
+def _merge(current: Any, update: Any) -> Any:
+    if not isinstance(update, Mapping):
+        raise TypeError(f"a merge field takes a mapping, got {type(update).__name__}")
+    return {**current, **cast(Mapping[Any, Any], update)}
+
+
+append = Reducer("append", _append, appends=True)
+"""Reducer for list fields: an update is a list of items appended to the current list."""
+
+add = Reducer("add", _add)
+"""Reducer for numbers (or anything with ``+``): an update is added to the current value."""
+
+merge = Reducer("merge", _merge)
+"""Reducer for dict fields: an update's keys overwrite the current dict's."""
+
+
+def _first_loc(err: ValidationError) -> str | None:
+    for e in err.errors():
+        if e["loc"]:
+            return str(e["loc"][0])
+    return None
+
+
+def _describe(err: ValidationError) -> str:
+    parts: list[str] = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(state)"
+        parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r:.60})")
+    return "; ".join(parts)
+
+
+class StateSchema(Generic[StateT]):
+    """Everything the runtime needs to know about one state model."""
+
+    def __init__(self, model: type[StateT]) -> None:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise DefinitionError(f"state must be a pydantic BaseModel subclass, got {model!r}")
+        self.model = model
+        self.fields: tuple[str, ...] = tuple(model.model_fields)
+        self._field_set = frozenset(self.fields)
+        self.reducers: dict[str, Reducer] = {}
+        for name, info in model.model_fields.items():
+            for meta in info.metadata:
+                if isinstance(meta, Reducer):
+                    self.reducers[name] = meta
+        self._adapters: dict[str, TypeAdapter[Any]] = {}
+
+    def _adapter(self, name: str) -> TypeAdapter[Any]:
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            annotation = self.model.model_fields[name].annotation
+            adapter = self._adapters[name] = TypeAdapter(annotation)
+        return adapter
+
+    # -- input -----------------------------------------------------------------
+
+    def validate_input(self, data: Any, *, what: str = "input") -> StateT:
+        """Validate a run's input (a model instance or a mapping)."""
+        if isinstance(data, self.model):
+            data = data.__dict__
+        elif isinstance(data, BaseModel):
+            raise InputValidationError(
+                f"{what} is a {type(data).__name__}, but the graph's state is "
+                f"{self.model.__name__}; pass a {self.model.__name__} or a dict of its fields"
+            )
+        elif not isinstance(data, Mapping):
+            raise InputValidationError(
+                f"{what} must be a {self.model.__name__} or a dict of its fields, "
+                f"got {type(data).__name__}"
+            )
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as err:
+            raise InputValidationError(
+                f"{what} does not fit {self.model.__name__}: {_describe(err)}",
+                errors=[str(e["loc"]) for e in err.errors()],
+            ) from None
+
+    # -- updates ---------------------------------------------------------------
+
+    def normalize(self, state: StateT, result: Any, *, node: str) -> dict[str, Any]:
+        """Turn a node's return value (dict, new state, None) into a dict of changes."""
+        if result is None:
+            return {}
+        if isinstance(result, Mapping):
+            changes = dict(cast(Mapping[Any, Any], result))
+            unknown = [k for k in changes if k not in self._field_set]
+            if unknown:
+                raise StateUpdateError(
+                    f"returned unknown field(s) {', '.join(map(repr, unknown))}; "
+                    f"{self.model.__name__} has {', '.join(self.fields)}",
+                    node=node,
+                    field=str(unknown[0]),
+                )
+            return changes
+        if isinstance(result, self.model):
+            old = state.__dict__
+            new = result.__dict__
+            return {k: new[k] for k in self.fields if new[k] is not old[k] and new[k] != old[k]}
+        raise StateUpdateError(
+            f"returned {type(result).__name__}; a node returns a dict of changes, "
+            f"a new {self.model.__name__}, or None",
+            node=node,
+        )
+
+    def apply(
+        self,
+        state: StateT,
+        branches: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        reduce: bool = True,
+    ) -> tuple[StateT, dict[str, Any]]:
+        """Build the next state from one or more branches' changes.
+
+        Reducers combine updates (in branch order); a field without a reducer written by
+        two branches is a :class:`ConflictingUpdateError`. Returns the new state and
+        the changed fields with their new values.
+        """
+        if len(branches) == 1 and not self.reducers:
+            merged = dict(branches[0][1])  # the hot path: one node, no reducers
+        else:
+            merged = {}
+            writers: dict[str, str] = {}
+            for node, changes in branches:
+                for name, value in changes.items():
+                    red = self.reducers.get(name) if reduce else None
+                    if red is not None:
+                        base = merged[name] if name in merged else getattr(state, name)
+                        try:
+                            merged[name] = red(base, value)
+                        except Exception as exc:
+                            raise StateUpdateError(
+                                f"reducer {red.name!r} of field {name!r} refused the update: {exc}",
+                                node=node,
+                                field=name,
+                            ) from exc
+                    elif name in writers:
+                        raise ConflictingUpdateError(
+                            f"field {name!r} was written by parallel nodes {writers[name]!r} and "
+                            f"{node!r} and has no reducer; declare one, e.g. "
+                            f"Annotated[..., go.append], or write it from one branch only",
+                            node=node,
+                            field=name,
+                        )
+                    else:
+                        merged[name] = value
+                    writers.setdefault(name, node)
+        if not merged:
+            return state, {}
+        values = {**state.__dict__, **merged}
+        try:
+            new_state = self.model.model_validate(values)
+        except ValidationError as err:
+            field = _first_loc(err)
+            culprit = self._culprit(branches, field)
+            raise StateUpdateError(
+                f"bad change to field {field!r}: {_describe(err)}", node=culprit, field=field
+            ) from None
+        changed = {k: new_state.__dict__[k] for k in merged}
+        return new_state, changed
+
+    @staticmethod
+    def _culprit(branches: Sequence[tuple[str, Mapping[str, Any]]], field: str | None) -> str:
+        for node, changes in branches:
+            if field in changes:
+                return node
+        return ", ".join(n for n, _ in branches)
+
+    # -- serialization ---------------------------------------------------------
+
+    def dump_field(self, name: str, value: Any, *, node: str | None = None) -> bytes:
+        """The JSON of one field's value; refuses values JSON cannot hold."""
+        try:
+            return self._adapter(name).dump_json(value, warnings="error")
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise UnserializableStateError(
+                f"field {name!r} holds a value that cannot be checkpointed "
+                f"({type(value).__name__}): {exc}. Keep external resources in the "
+                f"Context (deps) and only their ids in the state",
+                node=node,
+                field=name,
+            ) from None
+
+    def writes(
+        self, old: StateT, new: StateT, changed: Iterable[str], *, node: str | None = None
+    ) -> dict[str, FieldWrite]:
+        """Per-field writes for a checkpoint: pure appends store only the new items."""
+        out: dict[str, FieldWrite] = {}
+        for name in changed:
+            value = new.__dict__[name]
+            red = self.reducers.get(name)
+            if red is not None and red.appends:
+                before = old.__dict__[name]
+                n = len(before)
+                if len(value) >= n and value[:n] == before:
+                    out[name] = AppendField(self.dump_field(name, value[n:], node=node))
+                    continue
+            out[name] = SetField(self.dump_field(name, value, node=node))
+        return out
+
+    def dump_all(self, state: StateT, *, node: str | None = None) -> dict[str, FieldWrite]:
+        """Writes that set every field (a run's first checkpoint)."""
+        return {n: SetField(self.dump_field(n, state.__dict__[n], node=node)) for n in self.fields}
+
+    def load(self, fields: Mapping[str, bytes], *, what: str = "stored state") -> StateT:
+        """Rebuild a state from per-field JSON (as read from a store)."""
+        body = b",".join(json.dumps(k).encode() + b":" + v for k, v in fields.items())
+        try:
+            return self.model.model_validate_json(b"{" + body + b"}")
+        except ValidationError as err:
+            raise InputValidationError(
+                f"{what} no longer fits {self.model.__name__}: {_describe(err)}. "
+                f"The state schema changed since it was stored; migrate the data or "
+                f"resume with the graph version that wrote it",
+                errors=[str(e["loc"]) for e in err.errors()],
+            ) from None
