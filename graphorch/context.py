@@ -36,7 +36,17 @@ class Context(Generic[DepsT]):
         backtracked: set when a later node sent the run back here, saying why.
     """
 
-    __slots__ = ("_emit", "attempt", "backtracked", "deps", "graph", "node", "role", "run_id", "step")
+    __slots__ = (
+        "_emit",
+        "attempt",
+        "backtracked",
+        "deps",
+        "graph",
+        "node",
+        "role",
+        "run_id",
+        "step",
+    )
 
     def __init__(
         self,

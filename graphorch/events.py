@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 __all__ = [
     "Backtracked",
@@ -184,10 +184,10 @@ _KINDS: dict[str, type[Event]] = {
 def event_from_data(data: dict[str, Any]) -> Event:
     """Rebuild an event from :meth:`Event.to_data` output (e.g. read from a store)."""
     values = dict(data)
-    cls = _KINDS.get(values.pop("kind", ""), None)
+    cls = _KINDS.get(values.pop("kind", ""))
     if cls is None:
         raise ValueError(f"unknown event kind in {data!r}")
     for name, value in values.items():
         if isinstance(value, list) and name in ("changed", "next_nodes"):
-            values[name] = tuple(value)  # JSON has no tuples
+            values[name] = tuple(cast(list[Any], value))  # JSON has no tuples
     return cls(**values)

@@ -105,7 +105,7 @@ class RunError(GraphorchError):
     def __init__(self, message: str, *, run_id: str | None = None, node: str | None = None):
         self.run_id = run_id
         self.node = node
-        where = []
+        where: list[str] = []
         if run_id is not None:
             where.append(f"run {run_id}")
         if node is not None:

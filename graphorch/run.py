@@ -16,13 +16,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from .context import BacktrackInfo, Context
 from .events import (
@@ -63,6 +64,7 @@ __all__ = ["Run", "RunResult", "StepResult"]
 StateT = TypeVar("StateT", bound=BaseModel)
 
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
+_YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +211,7 @@ class Run(Generic[StateT]):
         self._listeners: list[anyio.Event] = []
         self._scope: anyio.CancelScope | None = None
         self._cancel_reason: str | None = None
-        self._lock = anyio.Lock()
+        self._stepping = False
 
     def __repr__(self) -> str:
         where = f" next={list(self.next_nodes)}" if self.next_nodes else ""
@@ -256,8 +258,14 @@ class Run(Generic[StateT]):
 
     async def wait(self) -> RunResult[StateT]:
         """Advance until the run ends, waits for a person, or fails."""
+        since_yield = 0
         while self.active:
             await self.step()
+            since_yield += 1
+            if since_yield >= _YIELD_EVERY:
+                # steps that never await would otherwise starve other tasks
+                since_yield = 0
+                await anyio.lowlevel.checkpoint()
         return self.result()
 
     def result(self) -> RunResult[StateT]:
@@ -281,9 +289,7 @@ class Run(Generic[StateT]):
         if self._scope is not None:
             self._scope.cancel()
             return
-        async with self._lock:
-            if not self.status.is_terminal:
-                await self._finish_cancelled()
+        await self._finish_cancelled()
 
     async def step(self) -> StepResult:
         """Advance exactly one step and commit it.
@@ -291,15 +297,22 @@ class Run(Generic[StateT]):
         Raises:
             RunNotActiveError: the run has stopped or waits for a person.
         """
-        async with self._lock:
-            if not self.active:
-                raise RunNotActiveError(
-                    f"run is {self.status.value}"
-                    + (f" ({self.reason})" if self.reason else "")
-                    + "; nothing to step",
-                    run_id=self.id,
-                )
+        if self._stepping:
+            raise RunNotActiveError(
+                "another task is stepping this run; await its step first", run_id=self.id
+            )
+        if not self.active:
+            raise RunNotActiveError(
+                f"run is {self.status.value}"
+                + (f" ({self.reason})" if self.reason else "")
+                + "; nothing to step",
+                run_id=self.id,
+            )
+        self._stepping = True
+        try:
             return await self._step()
+        finally:
+            self._stepping = False
 
     async def _step(self) -> StepResult:
         nodes = self.next_nodes
@@ -450,9 +463,7 @@ class Run(Generic[StateT]):
         )
 
     def _emit_custom(self, node: str, name: str, data: dict[str, Any]) -> None:
-        self._publish(
-            CustomEvent(run_id=self.id, step=self.steps, node=node, name=name, data=data)
-        )
+        self._publish(CustomEvent(run_id=self.id, step=self.steps, node=node, name=name, data=data))
 
     async def _call_node(self, node: Node, attempt: int) -> _Outcome:
         if isinstance(node, PlanNode):
@@ -607,8 +618,11 @@ class Run(Generic[StateT]):
             meta=meta,
             created_at=_now(),
         )
-        update = RunUpdate(status=status, reason="reached end node " + ended.node if ended else None,
-                           output=output_json)
+        update = RunUpdate(
+            status=status,
+            reason="reached end node " + ended.node if ended else None,
+            output=output_json,
+        )
         await self._write(write, update)
         self.state = new_state
         self.seq = seq
@@ -624,11 +638,22 @@ class Run(Generic[StateT]):
 
     async def _write(self, write: CheckpointWrite | None, update: RunUpdate) -> None:
         events, self._pending = self._pending, []
+        scope = self._scope
         try:
-            with anyio.CancelScope(shield=True):
-                await self._rt.store.commit_step(
-                    self._lease, write, update, events, run_id=self.id
-                )
+            if scope is not None:
+                # a commit is never interrupted half-way: memory must match the store
+                scope.shield = True
+                try:
+                    await self._rt.store.commit_step(
+                        self._lease, write, update, events, run_id=self.id
+                    )
+                finally:
+                    scope.shield = False
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self._rt.store.commit_step(
+                        self._lease, write, update, events, run_id=self.id
+                    )
         except LeaseLostError as err:
             # another process owns the run now: stop quietly, write nothing more
             err.run_id = self.id
@@ -720,11 +745,11 @@ def _meta(steps: int, visits: Mapping[str, int], back: BacktrackInfo | None) -> 
     data: dict[str, Any] = {"steps": steps, "visits": visits}
     if back is not None:
         data["backtracked"] = {"source": back.source, "reason": back.reason}
-    return json.dumps(data).encode()
+    return to_json(data)
 
 
 def _now() -> datetime:
-    return datetime.now().astimezone()
+    return datetime.now(UTC)
 
 
 def _to_loop_deadline(wall_deadline: float) -> float:

@@ -15,7 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -130,7 +130,7 @@ class Runtime:
         writes = schema.dump_all(state)
         rid = RunId(run_id) if run_id is not None else new_run_id()
         next_nodes = _first_nodes(frozen, state, rid)
-        now = datetime.now().astimezone()
+        now = datetime.now(UTC)
         cp = checkpoint_id(rid, 0)
         record = RunRecord(
             run_id=rid,
@@ -258,7 +258,7 @@ class Runtime:
                 )
             state = frozen.schema.validate_input({**state.__dict__, **patch}, what="patch")
         rid = new_run_id()
-        now = datetime.now().astimezone()
+        now = datetime.now(UTC)
         cp = checkpoint_id(rid, 0)
         next_nodes = stored.info.next_nodes
         record = RunRecord(
@@ -313,13 +313,13 @@ class Runtime:
         lease: Lease | None,
         pending: list[Event] | None = None,
     ) -> Run[Any]:
-        meta = json.loads(raw_meta) if raw_meta else {}
-        back = meta.get("backtracked")
+        meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
+        back: dict[str, str] | None = meta.get("backtracked")
+        steps = int(meta.get("steps", 0))
+        visits: dict[str, int] = dict(meta.get("visits", {}))
         events = pending or []
         if pending is None and lease is not None:
-            events.append(
-                RunResumed(run_id=record.run_id, step=meta.get("steps", 0), checkpoint=record.head)
-            )
+            events.append(RunResumed(run_id=record.run_id, step=steps, checkpoint=record.head))
         output = json.loads(record.output) if record.output is not None else None
         return Run(
             self,
@@ -327,8 +327,8 @@ class Runtime:
             run_id=record.run_id,
             state=state,
             seq=record.seq,
-            steps=int(meta.get("steps", 0)),
-            visits=dict(meta.get("visits", {})),
+            steps=steps,
+            visits=visits,
             next_nodes=record.next_nodes if record.status is RunStatus.RUNNING else (),
             status=record.status,
             reason=record.reason,

@@ -6,6 +6,7 @@ import threading
 from typing import Annotated, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from pydantic import BaseModel
 
@@ -521,7 +522,7 @@ async def test_many_concurrent_runs_are_independent() -> None:
 
     @g.plan
     async def nap(s: Counter) -> dict[str, Any]:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return {"n": s.n * 2}
 
     g.end("done", output=lambda s: s.n)
