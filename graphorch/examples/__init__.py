@@ -1,0 +1,1 @@
+"""Example graphs used by the demo, the docs and the notebooks."""
