@@ -8,9 +8,11 @@ structure with networkx and returns a :class:`FrozenGraph`, or raises ONE
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
@@ -20,11 +22,13 @@ from .nodes import (
     DelegateNode,
     EndNode,
     Node,
-    NodeKind,
     PlanNode,
     Retry,
     ToolNode,
     _arity,  # pyright: ignore[reportPrivateUsage]
+    _has_signature,  # pyright: ignore[reportPrivateUsage]
+    _is_count,  # pyright: ignore[reportPrivateUsage]
+    _is_number,  # pyright: ignore[reportPrivateUsage]
 )
 from .state import StateSchema
 
@@ -72,14 +76,27 @@ class Edge:
 
 
 def _retry(value: Retry | int | None) -> Retry | None:
-    if isinstance(value, bool):
-        return Retry(attempts=0)  # refused by Node.problems with a clear message
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return Retry(attempts=value)
-    return value
+    return cast("Retry | None", value)  # a bool or anything else is refused by Node.problems
 
 
-@dataclass(frozen=True, slots=True)
+def _edge_name(source: object, targets: Iterable[object]) -> str:
+    return f"edge {source!r} -> {', '.join(repr(t) for t in targets)}"
+
+
+def _names(value: object) -> tuple[frozenset[str], bool]:
+    """A set of names from a str (one name) or an iterable of str; False when neither."""
+    if isinstance(value, str):
+        return frozenset((value,)), True
+    if isinstance(value, Iterable):
+        items = list(cast(Iterable[object], value))
+        if all(isinstance(i, str) and i for i in items):
+            return frozenset(cast(list[str], items)), True
+    return frozenset[str](), False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class FrozenGraph(Generic[StateT, DepsT]):
     """A validated graph, ready to run. Build one with :meth:`Graph.freeze`.
 
@@ -107,7 +124,12 @@ class FrozenGraph(Generic[StateT, DepsT]):
     @property
     def state(self) -> type[StateT]:
         """The state model."""
-        return self.schema.model
+        return cast("type[StateT]", self.schema.model)
+
+    def __repr__(self) -> str:
+        return (
+            f"<FrozenGraph {self.name!r}: {len(self.nodes)} nodes, fingerprint {self.fingerprint}>"
+        )
 
     def to_networkx(self) -> nx.DiGraph[str]:
         """The structure as a networkx DiGraph (backtrack routes included)."""
@@ -169,14 +191,17 @@ class Graph(Generic[StateT, DepsT]):
         self._edges: dict[str, list[Edge]] = {}
         self._problems: list[str] = []
         self._frozen: FrozenGraph[StateT, DepsT] | None = None
+        self._freezing = False
 
     def __repr__(self) -> str:
-        return f"<Graph {self.name!r}: {len(self._nodes)} nodes, state={self.schema.model.__name__}>"
+        return (
+            f"<Graph {self.name!r}: {len(self._nodes)} nodes, state={self.schema.model.__name__}>"
+        )
 
     @property
     def state(self) -> type[StateT]:
         """The state model."""
-        return self.schema.model
+        return cast("type[StateT]", self.schema.model)
 
     @property
     def nodes(self) -> Mapping[str, Node]:
@@ -188,12 +213,20 @@ class Graph(Generic[StateT, DepsT]):
     def add_node(self, node: Node) -> Node:
         """Add a node built by hand (the builder methods call this)."""
         self._frozen = None
+        if not isinstance(node, Node):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise DefinitionError(
+                f"graph {self.name!r}: add_node() takes a node (PlanNode, ToolNode, ...), "
+                f"got {type(node).__name__}"
+            )
         if not isinstance(node.name, str) or not node.name:  # pyright: ignore[reportUnnecessaryIsInstance]
-            self._problems.append(f"a node's name must be a non-empty str, got {node.name!r}")
+            self._problems.append(
+                f"a {node.kind.value} node's name must be a non-empty str, got {node.name!r}"
+            )
             return node
         if node.name == START:
             self._problems.append(f"{START!r} is reserved for the start of the graph")
-        elif node.name in self._nodes:
+            return node
+        if node.name in self._nodes:
             self._problems.append(f"node {node.name!r} is defined twice")
             return node
         self._nodes[node.name] = node
@@ -207,13 +240,19 @@ class Graph(Generic[StateT, DepsT]):
         backtrack: Iterable[str] | str | None,
         description: str | None,
     ) -> dict[str, Any]:
-        if isinstance(backtrack, str):
-            backtrack = (backtrack,)
+        if backtrack is None:
+            routes: tuple[str, ...] = ()
+        elif isinstance(backtrack, str):
+            routes = (backtrack,)
+        elif isinstance(backtrack, Iterable):  # pyright: ignore[reportUnnecessaryIsInstance]
+            routes = tuple(backtrack)
+        else:
+            routes = (backtrack,)  # refused by Node.problems, naming the node
         return {
             "retry": _retry(retry),
             "timeout": timeout,
             "max_visits": max_visits,
-            "backtrack": tuple(backtrack or ()),
+            "backtrack": routes,
             "description": description,
         }
 
@@ -272,7 +311,11 @@ class Graph(Generic[StateT, DepsT]):
             return register(name, None)
         if fn is not None:
             return register(fn, name)
-        return lambda f: register(f, name)
+
+        def decorator(f: F) -> F:
+            return register(f, name)
+
+        return decorator
 
     def tool(
         self,
@@ -305,7 +348,11 @@ class Graph(Generic[StateT, DepsT]):
         if fn is not None or tool is not None:
             register(fn, name)
             return fn
-        return lambda f: register(f, name)
+
+        def decorator(f: F) -> F:
+            return register(f, name)
+
+        return decorator
 
     def delegate(
         self,
@@ -352,11 +399,21 @@ class Graph(Generic[StateT, DepsT]):
         max_visits: int | None = None,
         description: str | None = None,
     ) -> ApproveNode:
-        """Add an approve node: the run waits until an allowed person decides."""
+        """Add an approve node: the run waits until an allowed person decides.
+
+        ``approvers=`` and ``roles=`` take a set of names (a single str is one name).
+        """
+        people, people_ok = _names(approvers)
+        groups, groups_ok = _names(roles)
+        for what, ok, value in (("approvers", people_ok, approvers), ("roles", groups_ok, roles)):
+            if not ok:
+                self._problems.append(
+                    f"node {name!r}: {what}= must be a set of non-empty names, got {value!r}"
+                )
         node = ApproveNode(
             name=name,
-            approvers=frozenset(approvers),
-            roles=frozenset(roles),
+            approvers=people,
+            roles=groups,
             prompt=prompt,
             context=context,
             expires_after=expires_after,
@@ -388,9 +445,13 @@ class Graph(Generic[StateT, DepsT]):
         if callable(name):
             return register(name, None)
         if isinstance(name, str):
-            register(fn or output, name)
+            register(fn if fn is not None else output, name)
             return fn
-        return lambda f: register(f, name)
+
+        def decorator(f: F) -> F:
+            return register(f, name)
+
+        return decorator
 
     # -- edges -----------------------------------------------------------------
 
@@ -407,18 +468,33 @@ class Graph(Generic[StateT, DepsT]):
         without ``when`` fires only when none did. A list of targets runs them in parallel.
         """
         self._frozen = None
-        targets = (target,) if isinstance(target, str) else tuple(target)
+        if isinstance(target, str):
+            targets: tuple[str, ...] = (target,)
+        elif isinstance(target, Iterable):  # pyright: ignore[reportUnnecessaryIsInstance]
+            targets = tuple(target)
+        else:
+            targets = (target,)
+        where = _edge_name(source, targets)
+        if not isinstance(source, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            self._problems.append(f"{where}: the source must be a node's name (str)")
         if not targets:
             self._problems.append(f"edge from {source!r} has no target")
+        for t in targets:
+            if not isinstance(t, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+                self._problems.append(f"{where}: a target must be a node's name (str), got {t!r}")
         if when is not None and not callable(when):
-            self._problems.append(f"edge {source!r} -> {targets}: when= must be a function of the state")
-        elif when is not None and _arity(when) != 1:
             self._problems.append(
-                f"edge {source!r} -> {targets}: when= must take exactly one argument (the state)"
+                f"{where}: when= must be a function of the state, got {type(when).__name__}"
+            )
+        elif when is not None and _has_signature(when) and _arity(when) != 1:
+            self._problems.append(
+                f"{where}: when= must take exactly one argument (the state), "
+                f"{getattr(when, '__name__', 'it')} takes {_arity(when)}"
             )
         if label is not None and not isinstance(label, str):  # pyright: ignore[reportUnnecessaryIsInstance]
-            self._problems.append(f"edge {source!r} -> {targets}: label= must be a str")
-        self._edges.setdefault(source, []).append(Edge(source, targets, when, label))
+            self._problems.append(f"{where}: label= must be a str, got {type(label).__name__}")
+        if isinstance(source, str) and all(isinstance(t, str) for t in targets):  # pyright: ignore[reportUnnecessaryIsInstance]
+            self._edges.setdefault(source, []).append(Edge(source, targets, when, label))
         return self
 
     # -- freezing --------------------------------------------------------------
@@ -431,7 +507,11 @@ class Graph(Generic[StateT, DepsT]):
         """
         if self._frozen is not None:
             return self._frozen
-        problems = list(self._problems) + self._validate()
+        self._freezing = True
+        try:
+            problems = list(self._problems) + self._validate()
+        finally:
+            self._freezing = False
         if problems:
             raise GraphDefinitionError(self.name, problems)
         edges = {k: tuple(v) for k, v in self._edges.items()}
@@ -439,8 +519,8 @@ class Graph(Generic[StateT, DepsT]):
             name=self.name,
             role=self.role,
             schema=self.schema,
-            nodes=dict(self._nodes),
-            edges=edges,
+            nodes=MappingProxyType(dict(self._nodes)),
+            edges=MappingProxyType(edges),
             max_steps=self.max_steps,
             timeout=self.timeout,
             fingerprint=self._fingerprint(),
@@ -449,39 +529,48 @@ class Graph(Generic[StateT, DepsT]):
         return self._frozen
 
     def _fingerprint(self) -> str:
-        h = hashlib.sha256(self.name.encode())
-        for name, node in self._nodes.items():
-            h.update(f"\0n{name}\0{node.kind.value}".encode())
-        for source, outgoing in self._edges.items():
-            for e in outgoing:
-                h.update(f"\0e{source}\0{','.join(e.targets)}\0{e.is_default}".encode())
-        h.update(("\0s" + ",".join(self.schema.fields)).encode())
-        return h.hexdigest()[:16]
+        doc = {
+            "graph": self.name,
+            "state": list(self.schema.fields),
+            "nodes": [
+                [n, node.kind.value, list(node.backtrack)] for n, node in self._nodes.items()
+            ],
+            "edges": [
+                [source, list(e.targets), e.is_default]
+                for source, outgoing in self._edges.items()
+                for e in outgoing
+            ],
+        }
+        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+    def _graph_problems(self) -> list[str]:
+        found: list[str] = []
+        if not isinstance(self.role, str) or not self.role:  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"role= must be a non-empty str, got {self.role!r}")
+        if self.max_steps is not None and (not _is_count(self.max_steps) or self.max_steps < 1):
+            found.append(f"max_steps= must be an int >= 1, got {self.max_steps!r}")
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            found.append(f"timeout= must be a positive number of seconds, got {self.timeout!r}")
+        return found
 
     def _validate(self) -> list[str]:
         import networkx as nx
 
-        found: list[str] = []
+        found = self._graph_problems()
         nodes = self._nodes
         fields = set(self.schema.fields)
-        if self.max_steps is not None and (
-            not isinstance(self.max_steps, int) or self.max_steps < 1  # pyright: ignore[reportUnnecessaryIsInstance]
-        ):
-            found.append("max_steps= must be an int >= 1")
-        if self.timeout is not None and (
-            not isinstance(self.timeout, int | float) or self.timeout <= 0  # pyright: ignore[reportUnnecessaryIsInstance]
-        ):
-            found.append("timeout= must be a positive number of seconds")
         for node in nodes.values():
             found += node.problems()
             found += self._field_problems(node, fields)
             for target in node.backtrack:
-                if target not in nodes:
+                if isinstance(target, str) and target not in nodes:  # pyright: ignore[reportUnnecessaryIsInstance]
                     found.append(f"node {node.name!r}: backtrack= names unknown node {target!r}")
         if not any(isinstance(n, EndNode) for n in nodes.values()):
             found.append("the graph has no end node; add one with g.end('done')")
         if START not in self._edges:
-            found.append(f"nothing leaves START; add g.edge(go.START, {next(iter(nodes), 'first')!r})")
+            found.append(
+                f"nothing leaves START; add g.edge(go.START, {next(iter(nodes), 'first')!r})"
+            )
         known = set(nodes) | {START}
         for source, outgoing in self._edges.items():
             if source not in known:
@@ -502,21 +591,30 @@ class Graph(Generic[StateT, DepsT]):
             node = nodes.get(source)
             if isinstance(node, EndNode) and outgoing:
                 found.append(f"end node {source!r} has outgoing edges; an end node ends the run")
-        for name, node in nodes.items():
-            if not isinstance(node, EndNode) and not self._edges.get(name):
-                found.append(f"node {name!r} has no outgoing edge and is not an end node")
+        dead_ends = {
+            name
+            for name, node in nodes.items()
+            if not isinstance(node, EndNode) and not self._edges.get(name)
+        }
+        for name in dead_ends:
+            found.append(f"node {name!r} has no outgoing edge and is not an end node")
         g = _digraph(nodes, {k: v for k, v in self._edges.items() if k in known})
         g.remove_nodes_from([n for n in list(g.nodes) if n not in known])
-        reachable = nx.descendants(g, START) if START in g else set[str]()
+        g.remove_edges_from(list(g.in_edges(START)))
+        if START in self._edges:
+            reachable: set[str] = nx.descendants(g, START)  # pyright: ignore[reportUnknownMemberType]
+            for name in nodes:
+                if name not in reachable:
+                    found.append(f"node {name!r} is unreachable from START")
+        else:
+            reachable = set()
+        can_end: set[str] = set()
+        for name, node in nodes.items():
+            if isinstance(node, EndNode):
+                can_end.add(name)
+                can_end |= nx.ancestors(g, name)  # pyright: ignore[reportUnknownMemberType]
         for name in nodes:
-            if name not in reachable:
-                found.append(f"node {name!r} is unreachable from START")
-        ends = {n for n, node in nodes.items() if isinstance(node, EndNode)}
-        can_end: set[str] = set(ends)
-        for e in ends:
-            can_end |= nx.ancestors(g, e)
-        for name in nodes:
-            if name in reachable and name not in can_end:
+            if name in reachable and name not in can_end and name not in dead_ends:
                 found.append(f"node {name!r} cannot reach any end node")
         if self.max_steps is None:
             for scc in nx.strongly_connected_components(g):
@@ -533,24 +631,26 @@ class Graph(Generic[StateT, DepsT]):
 
     def _field_problems(self, node: Node, fields: set[str]) -> list[str]:
         named: list[tuple[str, object]] = []
+        found: list[str] = []
         if isinstance(node, ToolNode):
             named.append(("result=", node.result))
         elif isinstance(node, DelegateNode):
             named += [("output=", node.output), ("each=", node.each)]
-            if isinstance(node.graph, Graph):  # pyright: ignore[reportUnnecessaryIsInstance]
+            child = node.graph
+            # A graph delegating to itself (directly or not) is checked where freezing began.
+            if isinstance(child, Graph) and not child._freezing:  # pyright: ignore[reportUnnecessaryIsInstance]
                 try:
-                    node.graph.freeze()
+                    child.freeze()
                 except GraphDefinitionError as err:
-                    return [
-                        f"node {node.name!r}: delegated graph {node.graph.name!r} is invalid: {p}"
+                    found += [
+                        f"node {node.name!r}: delegated graph {child.name!r} is invalid: {p}"
                         for p in err.problems
                     ]
         elif isinstance(node, ApproveNode):
             named.append(("decision=", node.decision))
-        return [
+        return found + [
             f"node {node.name!r}: {what} names {value!r}, which is not a field of "
-            f"{self.schema.model.__name__}"
+            f"{self.schema.model.__name__} (fields: {', '.join(sorted(fields))})"
             for what, value in named
             if isinstance(value, str) and value not in fields
         ]
-

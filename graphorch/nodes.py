@@ -95,6 +95,25 @@ def _arity(fn: Callable[..., Any]) -> int:
     return len(positional)
 
 
+def _is_number(value: object) -> bool:
+    """A real int or float (bool is not a number of seconds or visits)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    """A real int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _has_signature(fn: Callable[..., Any]) -> bool:
+    """False for callables (some builtins) whose parameters cannot be inspected."""
+    try:
+        inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Node:
     """What every node kind has.
@@ -120,17 +139,27 @@ class Node:
         """What is wrong with this node's parameters (empty when all is well)."""
         found: list[str] = []
         if self.retry is not None and (
-            not isinstance(self.retry, Retry) or self.retry.attempts < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+            not isinstance(self.retry, Retry)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not _is_count(self.retry.attempts)
+            or self.retry.attempts < 1
         ):
-            found.append(f"node {self.name!r}: retry= takes go.Retry(attempts>=1) or an int >= 1")
-        if self.timeout is not None and (
-            not isinstance(self.timeout, int | float) or self.timeout <= 0  # pyright: ignore[reportUnnecessaryIsInstance]
-        ):
-            found.append(f"node {self.name!r}: timeout= must be a positive number of seconds")
-        if self.max_visits is not None and (
-            not isinstance(self.max_visits, int) or self.max_visits < 1  # pyright: ignore[reportUnnecessaryIsInstance]
-        ):
-            found.append(f"node {self.name!r}: max_visits= must be an int >= 1")
+            found.append(
+                f"node {self.name!r}: retry= takes go.Retry(attempts>=1) or an int >= 1, "
+                f"got {self.retry!r}"
+            )
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            found.append(
+                f"node {self.name!r}: timeout= must be a positive number of seconds, "
+                f"got {self.timeout!r}"
+            )
+        if self.max_visits is not None and (not _is_count(self.max_visits) or self.max_visits < 1):
+            found.append(
+                f"node {self.name!r}: max_visits= must be an int >= 1, got {self.max_visits!r}"
+            )
+        if not all(isinstance(b, str) for b in self.backtrack):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(
+                f"node {self.name!r}: backtrack= must name nodes (str), got {list(self.backtrack)!r}"
+            )
         return found
 
 
@@ -139,7 +168,7 @@ def _check_fn(node: str, what: str, fn: object, arities: tuple[int, ...]) -> lis
         return []
     if not callable(fn):
         return [f"node {node!r}: {what} must be callable, got {type(fn).__name__}"]
-    if _arity(fn) not in arities:
+    if _has_signature(fn) and _arity(fn) not in arities:
         want = " or ".join(str(a) for a in arities)
         return [f"node {node!r}: {what} must take {want} positional argument(s)"]
     return []
@@ -224,7 +253,7 @@ class DelegateNode(Node):
         if self.on_error not in ("fail_fast", "collect"):
             found.append(f"node {self.name!r}: on_error= must be 'fail_fast' or 'collect'")
         if self.concurrency is not None and (
-            not isinstance(self.concurrency, int) or self.concurrency < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+            not _is_count(self.concurrency) or self.concurrency < 1
         ):
             found.append(f"node {self.name!r}: concurrency= must be an int >= 1")
         if self.output is not None and not (isinstance(self.output, str) or callable(self.output)):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -266,7 +295,7 @@ class ApproveNode(Node):
             if not all(isinstance(a, str) and a for a in names):  # pyright: ignore[reportUnnecessaryIsInstance]
                 found.append(f"node {self.name!r}: {what}= must be a set of non-empty names")
         if self.expires_after is not None and (
-            not isinstance(self.expires_after, int | float) or self.expires_after <= 0  # pyright: ignore[reportUnnecessaryIsInstance]
+            not _is_number(self.expires_after) or self.expires_after <= 0
         ):
             found.append(f"node {self.name!r}: expires_after= must be a positive number of seconds")
         if self.prompt is not None and not (isinstance(self.prompt, str) or callable(self.prompt)):  # pyright: ignore[reportUnnecessaryIsInstance]

@@ -39,7 +39,11 @@ async def bug(state: Ticket) -> dict[str, Any]:
     return {"reply": "Thanks, we filed a bug.", "log": ["bug filed"]}
 
 
-graph.end("done", output=lambda s: s.reply)
+def reply(state: Ticket) -> str | None:
+    return state.reply
+
+
+graph.end("done", output=reply)
 graph.edge(go.START, "triage")
 graph.edge("triage", "refund", when=lambda s: s.category == "refund", label="refund")
 graph.edge("triage", "bug")
