@@ -51,7 +51,9 @@ def reducer(fn: Callable[[Any, Any], Any]) -> Reducer:
 
 def _append(current: Any, update: Any) -> Any:
     if not isinstance(update, list | tuple):
-        raise TypeError(f"an append field takes a list of items to add, got {type(update).__name__}")
+        raise TypeError(
+            f"an append field takes a list of items to add, got {type(update).__name__}"
+        )
     return [*current, *cast(Sequence[Any], update)]
 
 
@@ -73,6 +75,14 @@ add = Reducer("add", _add)
 
 merge = Reducer("merge", _merge)
 """Reducer for dict fields: an update's keys overwrite the current dict's."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Replace:
+    """A reducer field's whole new value (from a node that returned a new state): it is
+    set, not passed through the reducer, which would count the old value twice."""
+
+    value: Any
 
 
 def _first_loc(err: ValidationError) -> str | None:
@@ -157,12 +167,28 @@ class StateSchema(Generic[StateT]):
         if isinstance(result, self.model):
             old = state.__dict__
             new = result.__dict__
-            return {k: new[k] for k in self.fields if new[k] is not old[k] and new[k] != old[k]}
+            changes = {k: new[k] for k in self.fields if new[k] is not old[k] and new[k] != old[k]}
+            for k in self.reducers.keys() & changes.keys():
+                changes[k] = self._as_update(self.reducers[k], old[k], changes[k])
+            return changes
         raise StateUpdateError(
             f"returned {type(result).__name__}; a node returns a dict of changes, "
             f"a new {self.model.__name__}, or None",
             node=node,
         )
+
+    @staticmethod
+    def _as_update(red: Reducer, before: Any, after: Any) -> Any:
+        """The update that turns ``before`` into ``after`` for a reducer field: the new
+        tail of an append-only list (so parallel appends still combine), else the whole
+        value, set as is."""
+        if red.appends and isinstance(before, list | tuple) and isinstance(after, list | tuple):
+            old_items = cast(Sequence[Any], before)
+            new_items = cast(Sequence[Any], after)
+            n = len(old_items)
+            if len(new_items) >= n and list(new_items[:n]) == list(old_items):
+                return list(new_items[n:])
+        return _Replace(after)
 
     def apply(
         self,
@@ -177,16 +203,33 @@ class StateSchema(Generic[StateT]):
         two branches is a :class:`ConflictingUpdateError`. Returns the new state and
         the changed fields with their new values.
         """
+        for node, changes in branches:
+            unknown = changes.keys() - self._field_set
+            if unknown:
+                raise StateUpdateError(
+                    f"changed unknown field(s) {', '.join(sorted(map(repr, unknown)))}; "
+                    f"{self.model.__name__} has {', '.join(self.fields)}",
+                    node=node,
+                    field=str(min(map(str, unknown))),
+                )
+        merged: dict[str, Any]
         if len(branches) == 1 and not self.reducers:
             merged = dict(branches[0][1])  # the hot path: one node, no reducers
         else:
             merged = {}
             writers: dict[str, str] = {}
+            replaced: set[str] = set()
             for node, changes in branches:
                 for name, value in changes.items():
                     red = self.reducers.get(name) if reduce else None
+                    if isinstance(value, _Replace):
+                        value = value.value
+                        red = None
+                        replaced.add(name)
+                    elif red is not None and name in replaced:
+                        red = None  # a whole new value and an update collide: a conflict
                     if red is not None:
-                        base = merged[name] if name in merged else getattr(state, name)
+                        base: Any = merged[name] if name in merged else getattr(state, name)
                         try:
                             merged[name] = red(base, value)
                         except Exception as exc:
@@ -196,13 +239,22 @@ class StateSchema(Generic[StateT]):
                                 field=name,
                             ) from exc
                     elif name in writers:
-                        raise ConflictingUpdateError(
-                            f"field {name!r} was written by parallel nodes {writers[name]!r} and "
-                            f"{node!r} and has no reducer; declare one, e.g. "
-                            f"Annotated[..., go.append], or write it from one branch only",
-                            node=node,
-                            field=name,
-                        )
+                        if name in replaced and reduce and name in self.reducers:
+                            why = (
+                                f"field {name!r} was written by parallel nodes "
+                                f"{writers[name]!r} and {node!r}, and one of them returned a "
+                                f"whole new state, so its reducer "
+                                f"{self.reducers[name].name!r} cannot combine them; return a "
+                                f"dict of changes from each branch"
+                            )
+                        else:
+                            why = (
+                                f"field {name!r} was written by parallel nodes "
+                                f"{writers[name]!r} and {node!r} and has no reducer; declare "
+                                f"one, e.g. Annotated[..., go.append], or write it from one "
+                                f"branch only"
+                            )
+                        raise ConflictingUpdateError(why, node=node, field=name)
                     else:
                         merged[name] = value
                     writers.setdefault(name, node)
