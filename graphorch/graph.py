@@ -303,7 +303,7 @@ class Graph(Generic[StateT, DepsT]):
         common = self._common(retry, timeout, max_visits, backtrack, description)
 
         def register(f: Any, node_name: str | None) -> Any:
-            label = node_name or getattr(f, "__name__", None) or "plan"
+            label = node_name if node_name is not None else getattr(f, "__name__", None) or "plan"
             self.add_node(PlanNode(name=label, fn=f, **common))
             return f
 
@@ -339,7 +339,11 @@ class Graph(Generic[StateT, DepsT]):
         common = self._common(retry, timeout, max_visits, backtrack, description)
 
         def register(f: Callable[..., Any] | None, node_name: str | None) -> Any:
-            label = node_name or getattr(f, "__name__", None) or tool or "tool"
+            label = (
+                node_name
+                if node_name is not None
+                else getattr(f, "__name__", None) or tool or "tool"
+            )
             self.add_node(ToolNode(name=label, tool=tool, args=args, result=result, fn=f, **common))
             return f
 
@@ -438,7 +442,7 @@ class Graph(Generic[StateT, DepsT]):
         """
 
         def register(f: Callable[..., Any] | None, node_name: str | None) -> Any:
-            label = node_name or getattr(f, "__name__", None) or "end"
+            label = node_name if node_name is not None else getattr(f, "__name__", None) or "end"
             self.add_node(EndNode(name=label, output=f, description=description))
             return f
 
