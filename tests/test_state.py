@@ -1,0 +1,286 @@
+"""StateSchema: validating changes, reducers, parallel merges, per-field JSON."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Annotated, Any
+
+import pytest
+from pydantic import BaseModel
+
+import graphorch as go
+from graphorch.state import StateSchema
+from graphorch.store.base import AppendField, SetField, apply_append
+
+
+def longest(current: str, update: str) -> str:
+    return update if len(update) > len(current) else current
+
+
+class S(BaseModel):
+    text: str = ""
+    count: int = 0
+    log: Annotated[list[str], go.append] = []
+    total: Annotated[int, go.add] = 0
+    meta: Annotated[dict[str, int], go.merge] = {}
+    best: Annotated[str, go.reducer(longest)] = ""
+    anything: Any = None
+
+
+class Plain(BaseModel):
+    a: int = 0
+    b: str = ""
+
+
+schema = StateSchema(S)
+plain = StateSchema(Plain)
+
+
+def test_reducers_are_read_from_annotations() -> None:
+    assert schema.fields == ("text", "count", "log", "total", "meta", "best", "anything")
+    assert {k: r.name for k, r in schema.reducers.items()} == {
+        "log": "append",
+        "total": "add",
+        "meta": "merge",
+        "best": "longest",
+    }
+    assert schema.reducers["log"].appends and not schema.reducers["total"].appends
+    assert plain.reducers == {}
+
+
+def test_schema_needs_a_pydantic_model() -> None:
+    with pytest.raises(go.DefinitionError, match="state must be a pydantic BaseModel subclass"):
+        StateSchema(dict)  # pyright: ignore[reportArgumentType]
+
+
+# -- input ---------------------------------------------------------------------
+
+
+def test_validate_input_accepts_model_or_dict() -> None:
+    assert plain.validate_input(Plain(a=1)) == Plain(a=1)
+    assert plain.validate_input({"a": "2"}) == Plain(a=2)
+
+
+def test_validate_input_refuses_bad_input_naming_the_field() -> None:
+    with pytest.raises(go.InputValidationError, match="input does not fit Plain") as info:
+        plain.validate_input({"a": "not a number"})
+    assert "a: " in str(info.value) and "'not a number'" in str(info.value)
+    assert info.value.errors == ["('a',)"]
+    with pytest.raises(
+        go.InputValidationError, match="input is a S, but the graph's state is Plain"
+    ):
+        plain.validate_input(S())
+    with pytest.raises(go.InputValidationError, match=r"must be a Plain or a dict.*got list"):
+        plain.validate_input([1, 2])
+
+
+# -- normalize: what a node returns --------------------------------------------
+
+
+def test_normalize_dict_none_and_new_model() -> None:
+    st = Plain(a=1, b="x")
+    assert plain.normalize(st, {"a": 2}, node="n") == {"a": 2}
+    assert plain.normalize(st, None, node="n") == {}
+    assert plain.normalize(st, Plain(a=1, b="y"), node="n") == {"b": "y"}
+    assert plain.normalize(st, Plain(a=1, b="x"), node="n") == {}
+
+
+def test_normalize_refuses_unknown_fields() -> None:
+    with pytest.raises(go.StateUpdateError) as info:
+        plain.normalize(Plain(), {"a": 1, "nope": 2}, node="writer")
+    err = info.value
+    assert err.node == "writer" and err.field == "nope"
+    assert "unknown field(s) 'nope'" in str(err) and "Plain has a, b" in str(err)
+    assert str(err).startswith("[node 'writer'] ")
+
+
+@pytest.mark.parametrize("garbage", [[("a", 1)], "a=1", 42, S()])
+def test_normalize_refuses_garbage(garbage: Any) -> None:
+    with pytest.raises(go.StateUpdateError) as info:
+        plain.normalize(Plain(), garbage, node="junk")
+    assert info.value.node == "junk"
+    assert f"returned {type(garbage).__name__}" in str(info.value)
+    assert "a dict of changes, a new Plain, or None" in str(info.value)
+
+
+def test_new_model_with_reducer_fields_is_not_reduced_twice() -> None:
+    st = S(log=["a"], total=3, meta={"x": 1}, best="ab")
+    new = st.model_copy(update={"log": ["a", "b"], "total": 5, "meta": {"y": 2}, "best": "z"})
+    changes = schema.normalize(st, new, node="n")
+    after, _ = schema.apply(st, [("n", changes)])
+    assert after == new
+
+
+def test_new_models_from_parallel_branches_still_append() -> None:
+    st = S(log=["a"])
+    left = schema.normalize(st, st.model_copy(update={"log": ["a", "l"]}), node="left")
+    right = schema.normalize(st, st.model_copy(update={"log": ["a", "r"]}), node="right")
+    after, _ = schema.apply(st, [("left", left), ("right", right)])
+    assert after.log == ["a", "l", "r"]
+
+
+def test_whole_new_value_and_reduced_update_from_parallel_branches_conflict() -> None:
+    st = S(total=1)
+    replaced = schema.normalize(st, st.model_copy(update={"total": 10}), node="left")
+    with pytest.raises(go.ConflictingUpdateError) as info:
+        schema.apply(st, [("left", replaced), ("right", {"total": 2})])
+    assert info.value.field == "total"
+    assert "'left' and 'right'" in str(info.value) and "whole new state" in str(info.value)
+
+
+# -- apply: validating changes ---------------------------------------------------
+
+
+def test_apply_builds_a_new_state_and_reports_changes() -> None:
+    st = Plain(a=1)
+    after, changed = plain.apply(st, [("n", {"a": "7"})])
+    assert after == Plain(a=7) and changed == {"a": 7}
+    assert st == Plain(a=1)  # the old state is untouched
+    same, nothing = plain.apply(st, [("n", {})])
+    assert same is st and nothing == {}
+
+
+def test_bad_change_names_node_and_field_and_changes_nothing() -> None:
+    st = Plain(a=1, b="x")
+    with pytest.raises(go.StateUpdateError) as info:
+        plain.apply(st, [("ok", {"b": "y"}), ("bad", {"a": "nan?"})])
+    err = info.value
+    assert err.node == "bad" and err.field == "a"
+    assert "bad change to field 'a'" in str(err) and "'nan?'" in str(err)
+    assert st == Plain(a=1, b="x")
+
+
+def test_apply_refuses_unknown_fields() -> None:
+    with pytest.raises(go.StateUpdateError, match=r"unknown field.*'zzz'") as info:
+        plain.apply(Plain(), [("n", {"zzz": 1})])
+    assert info.value.node == "n" and info.value.field == "zzz"
+
+
+# -- reducers ------------------------------------------------------------------
+
+
+def test_append_add_merge_and_custom_reducers() -> None:
+    st = S(log=["a"], total=2, meta={"x": 1, "y": 1}, best="abc")
+    after, changed = schema.apply(
+        st, [("n", {"log": ["b", "c"], "total": 3, "meta": {"y": 2, "z": 3}, "best": "zz"})]
+    )
+    assert after.log == ["a", "b", "c"]
+    assert after.total == 5
+    assert after.meta == {"x": 1, "y": 2, "z": 3}
+    assert after.best == "abc"
+    assert changed["log"] == ["a", "b", "c"] and changed["total"] == 5
+
+
+def test_custom_reducer_takes_its_name_from_the_function() -> None:
+    red = go.reducer(longest)
+    assert isinstance(red, go.Reducer) and red.name == "longest" and not red.appends
+    assert red("ab", "c") == "ab"
+
+
+@pytest.mark.parametrize(
+    ("field", "update", "reducer"),
+    [("log", "not-a-list", "append"), ("meta", ["x"], "merge")],
+)
+def test_reducer_refusing_an_update_names_reducer_field_and_node(
+    field: str, update: Any, reducer: str
+) -> None:
+    with pytest.raises(go.StateUpdateError) as info:
+        schema.apply(S(), [("w", {field: update})])
+    err = info.value
+    assert err.node == "w" and err.field == field
+    assert f"reducer {reducer!r} of field {field!r} refused the update" in str(err)
+
+
+def test_parallel_writes_combine_through_reducers_in_branch_order() -> None:
+    st = S(log=["start"], total=1)
+    after, _ = schema.apply(
+        st,
+        [("a", {"log": ["from a"], "total": 10}), ("b", {"log": ["from b"], "total": 100})],
+    )
+    assert after.log == ["start", "from a", "from b"]
+    assert after.total == 111
+
+
+def test_conflicting_parallel_writes_name_field_and_nodes() -> None:
+    with pytest.raises(go.ConflictingUpdateError) as info:
+        schema.apply(S(), [("left", {"text": "l"}), ("right", {"text": "r", "total": 1})])
+    err = info.value
+    assert isinstance(err, go.StateUpdateError)
+    assert err.field == "text" and err.node == "right"
+    msg = str(err)
+    assert "field 'text'" in msg and "'left'" in msg and "'right'" in msg
+    assert "has no reducer" in msg and "go.append" in msg
+
+
+def test_parallel_writes_to_different_fields_merge() -> None:
+    after, changed = plain.apply(Plain(), [("x", {"a": 1}), ("y", {"b": "y"})])
+    assert after == Plain(a=1, b="y") and changed == {"a": 1, "b": "y"}
+
+
+def test_reduce_false_sets_values_as_given() -> None:
+    after, _ = schema.apply(S(log=["a"]), [("n", {"log": ["z"]})], reduce=False)
+    assert after.log == ["z"]
+    with pytest.raises(go.ConflictingUpdateError):
+        schema.apply(S(), [("a", {"log": ["1"]}), ("b", {"log": ["2"]})], reduce=False)
+
+
+# -- serialization -------------------------------------------------------------
+
+
+def test_dump_all_and_load_round_trip() -> None:
+    st = S(text="héllo", count=3, log=["a", "b"], total=4, meta={"k": 1}, anything=[1, {"x": None}])
+    writes = schema.dump_all(st)
+    assert set(writes) == set(schema.fields)
+    assert all(isinstance(w, SetField) for w in writes.values())
+    assert json.loads(writes["log"].json) == ["a", "b"]  # pyright: ignore[reportAttributeAccessIssue]
+    raw = {k: w.json for k, w in writes.items()}  # pyright: ignore[reportAttributeAccessIssue]
+    assert schema.load(raw) == st
+
+
+def test_load_of_data_that_no_longer_fits_the_schema() -> None:
+    with pytest.raises(go.InputValidationError) as info:
+        plain.load({"a": b'"text"', "b": b'"x"'}, what="the state of run r1")
+    msg = str(info.value)
+    assert "the state of run r1 no longer fits Plain" in msg and "a: " in msg
+    assert "migrate" in msg
+
+
+@pytest.mark.parametrize("value", [object(), threading.Lock(), lambda: None])
+def test_unserializable_value_is_refused_naming_the_field(value: Any) -> None:
+    st = S(anything=value)
+    with pytest.raises(go.UnserializableStateError) as info:
+        schema.dump_field("anything", value, node="maker")
+    err = info.value
+    assert err.field == "anything" and err.node == "maker"
+    assert "field 'anything' holds a value that cannot be checkpointed" in str(err)
+    assert "Context" in str(err)
+    with pytest.raises(go.UnserializableStateError):
+        schema.dump_all(st)
+    with pytest.raises(go.UnserializableStateError):
+        schema.writes(S(), st, ["anything"], node="maker")
+
+
+def test_writes_store_only_the_new_tail_of_a_pure_append() -> None:
+    old = S(log=["a", "b"], count=1)
+    new, changed = schema.apply(old, [("n", {"log": ["c", "d"], "count": 2})])
+    writes = schema.writes(old, new, changed, node="n")
+    assert writes["log"] == AppendField(b'["c","d"]')
+    assert writes["count"] == SetField(b"2")
+    assert set(writes) == {"log", "count"}
+    assert json.loads(apply_append(b'["a","b"]', writes["log"].items)) == new.log  # pyright: ignore[reportAttributeAccessIssue]
+
+
+def test_writes_set_the_whole_list_when_it_was_not_a_pure_append() -> None:
+    old = S(log=["a", "b"])
+    new = S(log=["b"])
+    writes = schema.writes(old, new, ["log"])
+    assert writes == {"log": SetField(b'["b"]')}
+    # a plain (non-append) list field is always set whole
+    assert StateSchema(Plain).writes(Plain(), Plain(b="x"), ["b"]) == {"b": SetField(b'"x"')}
+
+
+def test_append_from_an_empty_list_is_an_append() -> None:
+    old = S()
+    new, changed = schema.apply(old, [("n", {"log": ["first"]})])
+    assert schema.writes(old, new, changed) == {"log": AppendField(b'["first"]')}
