@@ -325,12 +325,6 @@ class _Builder:
             detail = _detail(node)
             lines = [name] if detail is None else [name, detail]
             scope.nodes.append(_Node(ids[name], node.kind.value, lines, node.description))
-            if isinstance(node, DelegateNode) and self.expand and node.graph.name not in stack:
-                child = _freeze(node.graph)
-                sub = self.scope(child, f"{prefix}{name}/", (*stack, child.name), False)
-                sub.label = f"{name}: {child.name}"
-                scope.clusters.append(sub)
-                self.links.append(_Link(ids[name], sub.start, "delegate", "delegates"))
         for source, outgoing in graph.edges.items():
             conditional = any(not e.is_default for e in outgoing)
             forks = 0
@@ -355,6 +349,14 @@ class _Builder:
                 self.links.append(
                     _Link(ids[name], ids[target], "backtrack", "backtrack", True, pairs)
                 )
+        for name, node in graph.nodes.items():
+            # a graph already being drawn further up is not expanded again (recursion)
+            if isinstance(node, DelegateNode) and self.expand and node.graph.name not in stack:
+                child = _freeze(node.graph)
+                sub = self.scope(child, f"{prefix}{name}/", (*stack, child.name), False)
+                sub.label = f"{name}: {child.name}"
+                scope.clusters.append(sub)
+                self.links.append(_Link(ids[name], sub.start, "delegate", "delegates"))
         return scope
 
 
@@ -530,7 +532,7 @@ _MERMAID_SHAPES = {
     "approve": ("{", "}"),
     "end": ("(((", ")))"),
 }
-_MERMAID_ESCAPE = frozenset('"#&<>`|;\\[]{}()')
+_MERMAID_ESCAPE = frozenset('"#&<>`|;')
 
 
 def _mermaid_text(text: str) -> str:
