@@ -8,6 +8,7 @@ structure with networkx and returns a :class:`FrozenGraph`, or raises ONE
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ def _retry(value: Retry | int | None) -> Retry | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return Retry(attempts=value)
     return cast("Retry | None", value)  # a bool or anything else is refused by Node.problems
+
+
+def _is_async(fn: object) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    call: object = getattr(fn, "__call__", None)  # noqa: B004
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def _edge_name(source: object, targets: Iterable[object]) -> str:
@@ -489,6 +496,11 @@ class Graph(Generic[StateT, DepsT]):
         if when is not None and not callable(when):
             self._problems.append(
                 f"{where}: when= must be a function of the state, got {type(when).__name__}"
+            )
+        elif when is not None and _is_async(when):
+            self._problems.append(
+                f"{where}: when= must be a plain function; {getattr(when, '__name__', 'it')} "
+                f"is async, and a coroutine would always count as true"
             )
         elif when is not None and _has_signature(when) and _arity(when) != 1:
             self._problems.append(

@@ -253,6 +253,15 @@ def test_edge_condition_of_the_wrong_kind(when: Any, fragment: str) -> None:
     one_problem(g, "edge 'a' -> 'done'", fragment)
 
 
+def test_edge_condition_must_not_be_async() -> None:
+    async def ready(state: S) -> bool:
+        return True
+
+    g = chain()
+    g.edge("a", "done", when=ready)  # pyright: ignore[reportArgumentType]
+    one_problem(g, "edge 'a' -> 'done'", "when= must be a plain function; ready is async")
+
+
 def test_edge_label_and_target_of_the_wrong_kind() -> None:
     g = chain()
     g.edge("a", "done", when=is_ok, label=5)  # pyright: ignore[reportArgumentType]
