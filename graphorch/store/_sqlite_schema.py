@@ -1,0 +1,254 @@
+"""The SQLite schema, its migrations, and the checks made before touching a file.
+
+A graphorch database is marked by ``PRAGMA application_id`` and versioned by
+``PRAGMA user_version``. Migrations are a list of functions; migration ``i`` takes the
+schema from version ``i`` to ``i + 1`` inside one ``BEGIN IMMEDIATE`` transaction, so a
+later issue adds a table (tool_calls, approvals) by appending one function.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import sqlite_utils
+
+from ..exceptions import DatabaseError
+from ._sqlite_worker import BUSY_RETRY_SECONDS, is_busy
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_file", "open_connection"]
+
+APPLICATION_ID = 0x67726F63  # "groc"
+"""Marks a file as a graphorch database (``PRAGMA application_id``)."""
+
+_HEADER = b"SQLite format 3\x00"
+_QUICK_CHECK_MAX_BYTES = 32 * 1024 * 1024  # above this, opening would get slow
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """Runs, checkpoints, content-addressed values, and the hash-chained event log."""
+    # A run's head (seq, next nodes, time) is its highest checkpoint, not a column
+    # here: a step then writes no page of this table unless the status changes.
+    db["runs"].create(
+        {
+            "run_id": str,
+            "graph": str,
+            "graph_fingerprint": str,
+            "status": str,
+            "reason": str,
+            "error_node": str,
+            "created_us": int,  # microseconds since the epoch, for sorting and filters
+            "created_off": int,  # UTC offset in seconds; NULL for a naive datetime
+            "updated_us": int,  # last change of this row; the head checkpoint may be later
+            "updated_off": int,
+            "parent_run": str,
+            "forked_from": str,
+            "output": bytes,
+            "lease_owner": str,
+            "lease_epoch": int,
+            "lease_expires": float,
+        },
+        pk="run_id",
+        not_null={"graph", "graph_fingerprint", "status", "created_us", "updated_us",
+                  "lease_epoch"},
+        defaults={"lease_epoch": 0},
+    )
+    # Every list_runs filter is served by an index whose tail is created_us, so
+    # "newest first, limit N" reads N index entries instead of sorting.
+    db["runs"].create_index(["created_us"], index_name="runs_by_time")
+    db["runs"].create_index(["status", "created_us"], index_name="runs_by_status")
+    db["runs"].create_index(["graph", "created_us"], index_name="runs_by_graph")
+    db["runs"].create_index(["parent_run", "created_us"], index_name="runs_by_parent")
+
+    # WITHOUT ROWID keyed by (run_id, seq): one B-tree per checkpoint row, no extra
+    # index. sqlite-utils cannot express WITHOUT ROWID, hence raw DDL here.
+    db.execute(
+        """
+        CREATE TABLE checkpoints (
+            run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            cpid TEXT,              -- NULL when it is the canonical "<run_id>:<seq>"
+            parent TEXT,            -- NULL: none; '': "<run_id>:<seq-1>"; else the id
+            nodes TEXT NOT NULL,
+            next_nodes TEXT NOT NULL,
+            status TEXT NOT NULL,
+            changed TEXT NOT NULL,
+            fields TEXT NOT NULL,   -- {field: value id | inline JSON text}
+            meta BLOB NOT NULL,
+            created_us INTEGER NOT NULL,
+            created_off INTEGER,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX checkpoints_by_cpid ON checkpoints(cpid) WHERE cpid IS NOT NULL")
+    db.execute("CREATE INDEX checkpoints_by_parent ON checkpoints(parent) WHERE parent <> ''")
+
+    db["vals"].create(
+        {
+            "id": int,
+            "hash": bytes,  # sha256 of a whole value; NULL for append segments
+            "prev": int,  # the value this segment extends; NULL for a whole value
+            "lvl": int,  # NULL for a whole value, else the segment's merge level
+            "cnt": int,  # consecutive segments of this level ending here
+            "data": bytes,
+        },
+        pk="id",
+        not_null={"data"},
+    )
+    db.execute("CREATE UNIQUE INDEX vals_by_hash ON vals(hash) WHERE hash IS NOT NULL")
+
+    # Keyed by (run_id, n), WITHOUT ROWID: a run's events are one contiguous range of
+    # one B-tree, and a commit touches one page fewer than a rowid table plus index.
+    db.execute(
+        """
+        CREATE TABLE events (
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            n INTEGER NOT NULL,     -- 0, 1, 2, ... within the run
+            data TEXT NOT NULL,     -- the event's JSON, without its run_id
+            hash BLOB NOT NULL,     -- sha256(previous hash in this run + data): audit chain
+            PRIMARY KEY (run_id, n)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+"""``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _fail(path: str, what: str) -> DatabaseError:
+    return DatabaseError(
+        f"{path} {what}; it was not changed. Point SQLiteStore(path) or GRAPHORCH_DB at "
+        "a graphorch database or at a new file."
+    )
+
+
+def check_file(path: str, *, quick_check: bool = True) -> bool:
+    """Refuse a file that is not a usable graphorch database, without writing to it.
+
+    Returns:
+        True when the file is new (missing, empty, or an SQLite file with no tables).
+
+    Raises:
+        DatabaseError: not SQLite, corrupt, someone else's database, or too new.
+    """
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return True
+    if size == 0:
+        return True
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(_HEADER):
+        raise _fail(path, "is not a graphorch database (not even an SQLite file)")
+    if len(header) < 100:
+        raise _fail(path, "is corrupt (truncated SQLite header)")
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id != APPLICATION_ID:
+            if app_id == 0 and version == 0 and not tables:
+                return True
+            raise _fail(path, "is an SQLite database but not a graphorch one")
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{path} was written by a newer graphorch (schema version {version}; this "
+                f"graphorch reads up to {SCHEMA_VERSION}); upgrade graphorch "
+                "(pip install -U graphorch). The file was not changed."
+            )
+        missing = {"runs", "checkpoints", "vals", "events"} - tables
+        if version >= 1 and missing:
+            raise _fail(path, f"is corrupt (missing tables {sorted(missing)})")
+        if quick_check and size <= _QUICK_CHECK_MAX_BYTES:
+            result = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+            if result != ["ok"]:
+                raise _fail(path, f"is corrupt ({'; '.join(result[:3])})")
+        return False
+    except sqlite3.DatabaseError as exc:
+        raise _fail(path, f"is corrupt ({exc})") from None
+    finally:
+        conn.close()
+
+
+def _retry(fn: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + BUSY_RETRY_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def open_connection(
+    path: str,
+    *,
+    durability: Literal["normal", "full"],
+    busy_timeout: float,
+    writer: bool,
+) -> sqlite3.Connection:
+    """A configured connection; the writer's also creates or migrates the schema.
+
+    Call :func:`check_file` first: this function writes to the file.
+    """
+    if writer:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=busy_timeout)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if writer:
+            mode = _retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if str(mode).lower() != "wal":
+                raise DatabaseError(f"{path}: could not switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+        if writer:
+            _migrate(conn, path)
+        else:
+            conn.execute("PRAGMA query_only = ON")
+        return conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == SCHEMA_VERSION:
+        return
+    _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+    try:
+        # Another process may have migrated while we waited for the lock.
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{path} was upgraded by a newer graphorch (schema version {version}); "
+                "upgrade graphorch (pip install -U graphorch)"
+            )
+        db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        for step in MIGRATIONS[version:]:
+            step(db)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,312 @@
+"""The store Protocol: what the runtime needs from durable storage, and nothing more.
+
+The runtime talks to storage only through :class:`Store`. Every backend (the in-memory
+store, SQLite, later PostgreSQL) passes the same conformance suite in
+``tests/store_conformance.py``.
+
+State travels as JSON bytes per field. A checkpoint write carries only what the step
+changed: a :class:`SetField` with the field's whole new value, or an
+:class:`AppendField` with just the items appended to a list field. Reading a checkpoint
+gives every field's whole value, so a backend may store deltas however it likes as long
+as reads are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from ..events import Event
+from ..types import CheckpointId, RunId, RunStatus
+
+__all__ = [
+    "AppendField",
+    "CheckpointInfo",
+    "CheckpointWrite",
+    "FieldWrite",
+    "Lease",
+    "RunRecord",
+    "RunUpdate",
+    "SetField",
+    "StoredCheckpoint",
+    "Store",
+    "apply_append",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SetField:
+    """The field's whole new value, as JSON."""
+
+    json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendField:
+    """Items appended to a list field: ``items`` is a JSON array of just the new items."""
+
+    items: bytes
+
+
+FieldWrite = SetField | AppendField
+
+
+def apply_append(current: bytes, items: bytes) -> bytes:
+    """The JSON of list ``current`` with the JSON array ``items`` appended."""
+    if items == b"[]":
+        return current
+    if current == b"[]":
+        return items
+    return current[:-1] + b"," + items[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as stored.
+
+    Attributes:
+        run_id: the run's id.
+        graph: the graph's name.
+        graph_fingerprint: a hash of the graph's structure, to refuse resuming a run
+            with a graph that changed shape.
+        status: where it stands.
+        reason: why it stopped (None while running).
+        error_node: the node to blame for a failure, if any.
+        created_at: when it started.
+        updated_at: when it last changed.
+        head: its latest checkpoint.
+        seq: the latest checkpoint's sequence number.
+        next_nodes: the nodes it will run next.
+        parent_run: the run that delegated to it, if any.
+        forked_from: the checkpoint it was forked from, if any.
+        output: the output of its end node, as JSON, once it succeeded.
+    """
+
+    run_id: RunId
+    graph: str
+    graph_fingerprint: str
+    status: RunStatus
+    reason: str | None
+    error_node: str | None
+    created_at: datetime
+    updated_at: datetime
+    head: CheckpointId
+    seq: int
+    next_nodes: tuple[str, ...]
+    parent_run: RunId | None = None
+    forked_from: CheckpointId | None = None
+    output: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    """How a run's row changes with a commit (its head follows the checkpoint)."""
+
+    status: RunStatus
+    reason: str | None = None
+    error_node: str | None = None
+    output: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """A checkpoint to commit.
+
+    Attributes:
+        checkpoint_id: ``"<run_id>:<seq>"``.
+        run_id: its run.
+        seq: 0 for a run's first checkpoint, then +1 per committed step.
+        parent: the checkpoint it follows (for a fork's first checkpoint, the source
+            checkpoint in the other run), None for a new run's first.
+        nodes: the node(s) whose step produced it (empty for a first checkpoint).
+        next_nodes: the nodes to run next (empty when the run ended).
+        status: the run's status as of this checkpoint.
+        writes: what the step changed, per field. A first checkpoint sets every field.
+        meta: the runtime's bookkeeping (step count, visits, ...) as JSON.
+        created_at: when it was made.
+    """
+
+    checkpoint_id: CheckpointId
+    run_id: RunId
+    seq: int
+    parent: CheckpointId | None
+    nodes: tuple[str, ...]
+    next_nodes: tuple[str, ...]
+    status: RunStatus
+    writes: Mapping[str, FieldWrite]
+    meta: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """A checkpoint in a run's history, without its state."""
+
+    checkpoint_id: CheckpointId
+    run_id: RunId
+    seq: int
+    parent: CheckpointId | None
+    nodes: tuple[str, ...]
+    next_nodes: tuple[str, ...]
+    status: RunStatus
+    created_at: datetime
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint with the whole state: ``state`` maps every field to its JSON."""
+
+    info: CheckpointInfo
+    state: Mapping[str, bytes]
+    meta: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Ownership of a run by one process.
+
+    Every write made under a lease is fenced by ``epoch``: once another owner took the
+    run (a higher epoch), writes under the old lease are refused with
+    :class:`~graphorch.exceptions.LeaseLostError`.
+    """
+
+    run_id: RunId
+    owner: str
+    epoch: int
+    expires_at: float
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable storage for runs, checkpoints and events.
+
+    Every method is async and must not block the event loop. Every write is atomic:
+    it happens whole or not at all.
+    """
+
+    async def create_run(
+        self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
+    ) -> None:
+        """Store a new run with its first checkpoint and events, in one transaction.
+
+        Raises:
+            StoreError: a run with this id already exists.
+        """
+        ...
+
+    async def commit_step(
+        self,
+        lease: Lease | None,
+        checkpoint: CheckpointWrite | None,
+        update: RunUpdate,
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+    ) -> None:
+        """Commit one step in ONE transaction: the checkpoint (if any), the run's new
+        status (its head moves to the checkpoint), and the events.
+
+        Raises:
+            LeaseLostError: ``lease`` is no longer the run's current lease; nothing
+                was written.
+            RunNotFoundError: no such run.
+        """
+        ...
+
+    async def get_run(self, run_id: RunId) -> RunRecord:
+        """The run's record. Raises RunNotFoundError."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        graph: str | None = None,
+        parent_run: RunId | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[RunRecord]:
+        """Runs matching every filter given, newest first (by ``created_at``, then the
+        most recently created first among equal times)."""
+        ...
+
+    async def list_checkpoints(self, run_id: RunId) -> list[CheckpointInfo]:
+        """The run's checkpoints in sequence order. Raises RunNotFoundError."""
+        ...
+
+    async def get_checkpoint(
+        self, run_id: RunId, at: CheckpointId | int | None = None
+    ) -> StoredCheckpoint:
+        """A checkpoint with the whole state: by id, by sequence number, or the head.
+
+        Raises:
+            RunNotFoundError: no such run.
+            CheckpointNotFoundError: no such checkpoint in that run.
+        """
+        ...
+
+    async def list_events(self, run_id: RunId) -> list[Event]:
+        """The run's events in the order they were committed. Raises RunNotFoundError."""
+        ...
+
+    async def acquire_lease(self, run_id: RunId, owner: str, ttl: float) -> Lease:
+        """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch.
+
+        Raises:
+            RunLockedError: another owner holds an unexpired lease.
+            RunNotFoundError: no such run.
+        """
+        ...
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a lease. Raises LeaseLostError if another owner took the run."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give a lease up (no error if it was already lost)."""
+        ...
+
+    async def delete_run(self, run_id: RunId) -> None:
+        """Delete a run with its checkpoints and events. Raises RunNotFoundError.
+
+        Runs forked from it, or delegated by it, are kept and stay readable.
+        """
+        ...
+
+    async def prune_runs(self, *, created_before: datetime, terminal_only: bool = True) -> int:
+        """Delete runs created before ``created_before`` (with their checkpoints and
+        events); returns how many were deleted.
+
+        Args:
+            created_before: runs created strictly before this are deleted.
+            terminal_only: only delete runs that can never advance again (succeeded,
+                failed, cancelled); runs still running, waiting or needing attention
+                are kept.
+        """
+        ...
+
+    async def prune_checkpoints(self, run_id: RunId, *, keep_last: int) -> int:
+        """Delete a run's checkpoints except its last ``keep_last``; returns how many.
+
+        The head is always kept, and so is every checkpoint another run's checkpoint
+        names as its parent (a fork point). Kept checkpoints read back exactly as
+        before; the oldest kept one's ``parent`` may then name a pruned checkpoint.
+
+        Raises:
+            ValueError: ``keep_last`` is below 1.
+            RunNotFoundError: no such run.
+        """
+        ...
+
+    async def compact(self) -> None:
+        """Reclaim space left by deleted runs and checkpoints."""
+        ...
+
+    async def close(self) -> None:
+        """Release the store's resources."""
+        ...
+

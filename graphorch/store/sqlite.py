@@ -1,0 +1,806 @@
+"""The default durable store: one SQLite file, shared safely by many runs and processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from ..events import Event, event_from_data
+from ..exceptions import (
+    CheckpointNotFoundError,
+    LeaseLostError,
+    RunLockedError,
+    RunNotFoundError,
+    StoreError,
+)
+from ..types import CheckpointId, RunId, RunStatus
+from ._sqlite_schema import check_file, open_connection
+from ._sqlite_values import (
+    Ref,
+    ValueCache,
+    decode_fields,
+    decode_time,
+    encode_fields,
+    encode_time,
+    materialize,
+)
+from ._sqlite_worker import Worker
+from .base import (
+    AppendField,
+    CheckpointInfo,
+    CheckpointWrite,
+    Lease,
+    RunRecord,
+    RunUpdate,
+    StoredCheckpoint,
+)
+
+__all__ = ["SQLiteStore"]
+
+_RUN_COLS = (
+    "run_id, graph, graph_fingerprint, status, reason, error_node, created_us, created_off, "
+    "updated_us, updated_off, parent_run, forked_from, output"
+)
+# A run with its head: the highest checkpoint. CROSS JOIN keeps runs the outer loop, so
+# list_runs walks a runs index newest-first and looks each head up by primary key.
+_RUN_SELECT = """
+SELECT r.run_id, r.graph, r.graph_fingerprint, r.status, r.reason, r.error_node,
+       r.created_us, r.created_off, r.updated_us, r.updated_off, r.parent_run,
+       r.forked_from, r.output, c.seq, c.cpid, c.next_nodes, c.created_us, c.created_off
+FROM runs r CROSS JOIN checkpoints c
+ON c.run_id = r.run_id AND c.seq = (SELECT max(seq) FROM checkpoints WHERE run_id = r.run_id)
+"""
+_CP_COLS = "run_id, seq, cpid, parent, nodes, next_nodes, status, changed, created_us, created_off"
+_TERMINAL = tuple(s.value for s in RunStatus if s.is_terminal)
+_GC = """
+WITH RECURSIVE live(id) AS (
+    SELECT j.value FROM checkpoints c, json_each(c.fields) j WHERE j.type = 'integer'
+    UNION
+    SELECT v.prev FROM vals v JOIN live ON v.id = live.id WHERE v.prev IS NOT NULL
+)
+DELETE FROM vals WHERE id NOT IN (SELECT id FROM live)
+"""
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_names_json: dict[tuple[str, ...], str] = {}
+_json_names: dict[str, tuple[str, ...]] = {}
+
+
+def _dumps(value: Any) -> str:
+    return _encode(value)
+
+
+def _names(names: Sequence[str]) -> str:
+    """JSON of a tuple of node or field names; the few distinct ones are memoized."""
+    key = tuple(names)
+    text = _names_json.get(key)
+    if text is None:
+        text = _encode(key)
+        if len(_names_json) < 4096:
+            _names_json[key] = text
+    return text
+
+
+def _tuple(text: str) -> tuple[str, ...]:
+    names = _json_names.get(text)
+    if names is None:
+        names = tuple(json.loads(text))
+        if len(_json_names) < 4096:
+            _json_names[text] = names
+    return names
+
+
+def _canonical(run_id: str, seq: int) -> str:
+    return f"{run_id}:{seq}"
+
+
+def _split(checkpoint_id: str) -> tuple[str, int] | None:
+    run_id, sep, seq = checkpoint_id.rpartition(":")
+    if not sep or not seq.isdigit():
+        return None
+    return run_id, int(seq)
+
+
+def _genesis(run_id: str) -> bytes:
+    return hashlib.sha256(b"graphorch-run:" + run_id.encode()).digest()
+
+
+def _run_from_row(row: Sequence[Any]) -> RunRecord:
+    seq: int = row[13]
+    if row[16] > row[8]:
+        updated = decode_time(row[16], row[17])
+    else:
+        updated = decode_time(row[8], row[9])
+    return RunRecord(
+        run_id=RunId(row[0]),
+        graph=row[1],
+        graph_fingerprint=row[2],
+        status=RunStatus(row[3]),
+        reason=row[4],
+        error_node=row[5],
+        created_at=decode_time(row[6], row[7]),
+        updated_at=updated,
+        head=CheckpointId(row[14] if row[14] is not None else _canonical(row[0], seq)),
+        seq=seq,
+        next_nodes=_tuple(row[15]),
+        parent_run=None if row[10] is None else RunId(row[10]),
+        forked_from=None if row[11] is None else CheckpointId(row[11]),
+        output=None if row[12] is None else bytes(row[12]),
+    )
+
+
+def _info_from_row(row: Sequence[Any]) -> CheckpointInfo:
+    run_id: str = row[0]
+    seq: int = row[1]
+    parent: str | None = row[3]
+    if parent == "":
+        parent = _canonical(run_id, seq - 1)
+    return CheckpointInfo(
+        checkpoint_id=CheckpointId(row[2] if row[2] is not None else _canonical(run_id, seq)),
+        run_id=RunId(run_id),
+        seq=seq,
+        parent=None if parent is None else CheckpointId(parent),
+        nodes=_tuple(row[4]),
+        next_nodes=_tuple(row[5]),
+        status=RunStatus(row[6]),
+        created_at=decode_time(row[8], row[9]),
+        changed=_tuple(row[7]),
+    )
+
+
+def _event_json(event: Event) -> str:
+    data = event.to_data()
+    data.pop("run_id", None)  # the row's run_id column holds it
+    try:
+        return _dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"event {event.kind!r} cannot be stored as JSON: {exc}") from None
+
+
+@dataclass(slots=True)
+class _Fence:
+    """A run row's lease and status as the writer last saw them."""
+
+    epoch: int
+    owner: str | None
+    expires: float | None
+    status: str
+    reason: str | None
+    error_node: str | None
+    output: bytes | None
+
+    @property
+    def row_state(self) -> tuple[str, str | None, str | None, bytes | None]:
+        return (self.status, self.reason, self.error_node, self.output)
+
+
+class SQLiteStore:
+    """Runs, checkpoints and events in one SQLite file (WAL mode).
+
+    Every call runs off the event loop: writes in one writer thread that commits
+    everything queued at that moment in one transaction (group commit, each call in
+    its own savepoint, each caller answered only after COMMIT), reads in a reader
+    thread. Works under asyncio and trio.
+
+    Several processes may share the file: writes take ``BEGIN IMMEDIATE`` and wait
+    (busy timeout, then retries) instead of failing with "database is locked".
+
+    Args:
+        path: the database file; default ``$GRAPHORCH_DB``, else ``graphorch.db`` in
+            the working directory. Created, with its schema, if missing.
+        durability: ``"normal"`` (default): ``synchronous=NORMAL`` in WAL mode; a
+            committed step survives a crash of the process, but the last few commits
+            may be lost if the machine loses power. ``"full"``: ``synchronous=FULL``;
+            every commit is fsynced and survives power loss, at some cost in commits/s.
+        busy_timeout: seconds a write waits for another process's write lock before
+            retrying.
+
+    Raises:
+        DatabaseError: (from the first call) the file is not a graphorch database, is
+            corrupt, or was written by a newer graphorch. The file is left untouched.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durability: Literal["normal", "full"] = "normal",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
+        resolved = os.fspath(path) if path is not None else os.environ.get("GRAPHORCH_DB")
+        resolved = resolved or "graphorch.db"
+        if resolved == ":memory:" or resolved.startswith("file:"):
+            raise ValueError("SQLiteStore needs a file path; use MemoryStore() for memory")
+        self.path: str = resolved
+        self.durability: Literal["normal", "full"] = durability
+        self._busy_timeout = busy_timeout
+        # Writer-thread caches; valid only while no other connection committed.
+        self._values = ValueCache()
+        self._maps: dict[str, dict[str, Ref]] = {}
+        self._ev_tail: dict[str, tuple[int, bytes]] = {}  # run -> (next n, last hash)
+        self._fence: dict[str, _Fence] = {}
+        self._data_version: int | None = None
+        self._writer = Worker(
+            "graphorch-sqlite-writer",
+            self._open_writer,
+            resolved,
+            transactional=True,
+            on_begin=self._on_begin,
+            on_rollback=self._clear_caches,
+        )
+        self._reader = Worker(
+            "graphorch-sqlite-reader", self._open_reader, resolved, transactional=False
+        )
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r}, durability={self.durability!r})"
+
+    async def __aenter__(self) -> SQLiteStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- connections and caches (threads) -----------------------------------------
+
+    def _open_writer(self) -> sqlite3.Connection:
+        check_file(self.path)
+        return open_connection(
+            self.path, durability=self.durability, busy_timeout=self._busy_timeout, writer=True
+        )
+
+    def _open_reader(self) -> sqlite3.Connection:
+        self._writer.opened.wait()
+        error = self._writer.open_error
+        if error is not None:
+            raise error
+        return open_connection(
+            self.path, durability=self.durability, busy_timeout=self._busy_timeout, writer=False
+        )
+
+    def _clear_caches(self) -> None:
+        self._values.clear()
+        self._maps.clear()
+        self._ev_tail.clear()
+        self._fence.clear()
+
+    def _on_begin(self, conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._data_version:
+            self._clear_caches()  # another connection committed: rows may be gone
+            self._data_version = version
+
+    def _load_map(self, conn: sqlite3.Connection, checkpoint_id: str) -> dict[str, Ref]:
+        cached = self._maps.get(checkpoint_id)
+        if cached is not None:
+            return cached
+        row = None
+        parts = _split(checkpoint_id)
+        if parts is not None:
+            row = conn.execute(
+                "SELECT fields FROM checkpoints WHERE run_id = ? AND seq = ? AND cpid IS NULL",
+                parts,
+            ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT fields FROM checkpoints WHERE cpid = ?", (checkpoint_id,)
+            ).fetchone()
+        if row is None:
+            raise CheckpointNotFoundError(
+                f"parent checkpoint {checkpoint_id!r} does not exist (deleted or pruned?)"
+            )
+        return decode_fields(row[0])
+
+    def _insert_checkpoint(self, conn: sqlite3.Connection, cp: CheckpointWrite) -> None:
+        base = {} if cp.parent is None else self._load_map(conn, cp.parent)
+        fields = dict(base)
+        for name, change in cp.writes.items():
+            if isinstance(change, AppendField):
+                fields[name] = self._values.append(conn, fields.get(name), change.items)
+            else:
+                fields[name] = self._values.put(conn, change.json)
+        if cp.parent is None:
+            parent: str | None = None
+        elif cp.parent == _canonical(cp.run_id, cp.seq - 1):
+            parent = ""
+        else:
+            parent = cp.parent
+        cpid = None if cp.checkpoint_id == _canonical(cp.run_id, cp.seq) else cp.checkpoint_id
+        us, off = encode_time(cp.created_at)
+        try:
+            conn.execute(
+                "INSERT INTO checkpoints (run_id, seq, cpid, parent, nodes, next_nodes, status,"
+                " changed, fields, meta, created_us, created_off)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cp.run_id,
+                    cp.seq,
+                    cpid,
+                    parent,
+                    _names(cp.nodes),
+                    _names(cp.next_nodes),
+                    cp.status.value,
+                    _names(tuple(cp.writes)),
+                    encode_fields(fields),
+                    cp.meta,
+                    us,
+                    off,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "FOREIGN KEY" in str(exc):
+                raise RunNotFoundError(cp.run_id) from None
+            raise StoreError(
+                f"checkpoint {cp.checkpoint_id!r} (run {cp.run_id}, seq {cp.seq}) already "
+                "exists; a checkpoint is written once"
+            ) from None
+        if len(self._maps) > 10_000:
+            self._maps.clear()
+        if parent == "":
+            self._maps.pop(cp.parent or "", None)
+        self._maps[cp.checkpoint_id] = fields
+
+    def _insert_events(self, conn: sqlite3.Connection, run_id: str, events: list[str]) -> None:
+        if not events:
+            return
+        tail = self._ev_tail.get(run_id)
+        if tail is None:
+            row = conn.execute(
+                "SELECT n, hash FROM events WHERE run_id = ? ORDER BY n DESC LIMIT 1", (run_id,)
+            ).fetchone()
+            tail = (0, _genesis(run_id)) if row is None else (int(row[0]) + 1, bytes(row[1]))
+        n, prev = tail
+        rows: list[tuple[str, int, str, bytes]] = []
+        for data in events:
+            prev = hashlib.sha256(prev + data.encode()).digest()
+            rows.append((run_id, n, data, prev))
+            n += 1
+        conn.executemany("INSERT INTO events (run_id, n, data, hash) VALUES (?, ?, ?, ?)", rows)
+        if len(self._ev_tail) > 10_000:
+            self._ev_tail.clear()
+        self._ev_tail[run_id] = (n, prev)
+
+    def _get_fence(self, conn: sqlite3.Connection, run_id: str) -> _Fence:
+        fence = self._fence.get(run_id)
+        if fence is None:
+            row = conn.execute(
+                "SELECT lease_epoch, lease_owner, lease_expires, status, reason, error_node,"
+                " output FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise RunNotFoundError(run_id)
+            fence = _Fence(*row)
+            if len(self._fence) > 10_000:
+                self._fence.clear()
+            self._fence[run_id] = fence
+        return fence
+
+    # -- writes -------------------------------------------------------------------
+
+    async def create_run(
+        self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
+    ) -> None:
+        """Store a new run with its first checkpoint and events, in one transaction."""
+        payload = [_event_json(e) for e in events]
+        cus, coff = encode_time(run.created_at)
+        uus, uoff = encode_time(run.updated_at)
+
+        def job(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLS}) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.run_id,
+                        run.graph,
+                        run.graph_fingerprint,
+                        run.status.value,
+                        run.reason,
+                        run.error_node,
+                        cus,
+                        coff,
+                        uus,
+                        uoff,
+                        run.parent_run,
+                        run.forked_from,
+                        run.output,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a run with id {run.run_id!r} already exists") from None
+            self._insert_checkpoint(conn, checkpoint)
+            self._insert_events(conn, run.run_id, payload)
+
+        await self._writer.call(job)
+
+    async def commit_step(
+        self,
+        lease: Lease | None,
+        checkpoint: CheckpointWrite | None,
+        update: RunUpdate,
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+    ) -> None:
+        """Commit one step in one transaction, fenced by ``lease``'s epoch."""
+        payload = [_event_json(e) for e in events]
+        status = update.status.value
+        wanted = (status, update.reason, update.error_node, update.output)
+
+        def job(conn: sqlite3.Connection) -> None:
+            # Fenced in the same transaction as the writes: a stale epoch raises here,
+            # before anything is written.
+            fence = self._get_fence(conn, run_id)
+            if lease is not None and (fence.owner is None or fence.epoch != lease.epoch):
+                raise LeaseLostError(
+                    "another owner took over this run; this process wrote nothing more",
+                    run_id=run_id,
+                )
+            if checkpoint is None or wanted != fence.row_state:
+                when = checkpoint.created_at if checkpoint else datetime.now().astimezone()
+                us, off = encode_time(when)
+                conn.execute(
+                    "UPDATE runs SET status = ?, reason = ?, error_node = ?, output = ?,"
+                    " updated_us = ?, updated_off = ? WHERE run_id = ?",
+                    (*wanted, us, off, run_id),
+                )
+                fence.status, fence.reason, fence.error_node, fence.output = wanted
+            if checkpoint is not None:
+                self._insert_checkpoint(conn, checkpoint)
+            self._insert_events(conn, run_id, payload)
+
+        await self._writer.call(job)
+
+    async def acquire_lease(self, run_id: RunId, owner: str, ttl: float) -> Lease:
+        """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch."""
+
+        def job(conn: sqlite3.Connection) -> Lease:
+            fence = self._get_fence(conn, run_id)
+            holder, epoch, expires = fence.owner, fence.epoch, fence.expires or 0.0
+            now = time.time()
+            if holder is not None and holder != owner and expires > now:
+                raise RunLockedError(
+                    f"run {run_id} is being advanced by {holder} (lease expires in "
+                    f"{expires - now:.1f}s); wait for it, or resume once that process is gone"
+                )
+            lease = Lease(run_id, owner, int(epoch) + 1, now + ttl)
+            conn.execute(
+                "UPDATE runs SET lease_owner = ?, lease_epoch = ?, lease_expires = ? "
+                "WHERE run_id = ?",
+                (owner, lease.epoch, lease.expires_at, run_id),
+            )
+            fence.owner, fence.epoch, fence.expires = owner, lease.epoch, lease.expires_at
+            return lease
+
+        return await self._writer.call(job)
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a lease. Raises LeaseLostError if another owner took the run."""
+
+        def job(conn: sqlite3.Connection) -> Lease:
+            fence = self._get_fence(conn, lease.run_id)
+            if fence.owner is None or fence.epoch != lease.epoch:
+                raise LeaseLostError("another owner took over this run", run_id=lease.run_id)
+            renewed = Lease(lease.run_id, lease.owner, lease.epoch, time.time() + ttl)
+            conn.execute(
+                "UPDATE runs SET lease_expires = ? WHERE run_id = ?",
+                (renewed.expires_at, lease.run_id),
+            )
+            fence.expires = renewed.expires_at
+            return renewed
+
+        return await self._writer.call(job)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give a lease up (no error if it was already lost)."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE run_id = ? AND lease_epoch = ?",
+                (lease.run_id, lease.epoch),
+            )
+            self._fence.pop(lease.run_id, None)
+
+        await self._writer.call(job)
+
+    def _delete_runs(self, conn: sqlite3.Connection, run_ids: list[str]) -> None:
+        for start in range(0, len(run_ids), 500):
+            chunk = run_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            conn.execute(f"DELETE FROM events WHERE run_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM checkpoints WHERE run_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
+
+    def _collect_garbage(self, conn: sqlite3.Connection) -> None:
+        conn.execute(_GC)
+        self._clear_caches()
+
+    async def delete_run(self, run_id: RunId) -> None:
+        """Delete a run with its checkpoints, events and the values only it used.
+
+        Runs forked from it keep their state (values are shared, not copied); their
+        ``forked_from`` then names a checkpoint that no longer exists.
+        """
+
+        def job(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(run_id)
+            self._clear_caches()
+            self._delete_runs(conn, [run_id])
+            self._collect_garbage(conn)
+
+        await self._writer.call(job)
+
+    async def prune_runs(self, *, created_before: datetime, terminal_only: bool = True) -> int:
+        """Delete runs created before ``created_before``; returns how many.
+
+        Args:
+            created_before: runs created strictly before this are deleted.
+            terminal_only: keep runs that could still advance (running, waiting,
+                needs_attention).
+        """
+        us, _ = encode_time(created_before)
+        sql = "SELECT run_id FROM runs WHERE created_us < ?"
+        args: list[Any] = [us]
+        if terminal_only:
+            sql += f" AND status IN ({','.join('?' * len(_TERMINAL))})"
+            args += _TERMINAL
+
+        def job(conn: sqlite3.Connection) -> int:
+            ids = [str(r[0]) for r in conn.execute(sql, args)]
+            if ids:
+                self._clear_caches()
+                self._delete_runs(conn, ids)
+                self._collect_garbage(conn)
+            return len(ids)
+
+        return await self._writer.call(job)
+
+    async def prune_checkpoints(self, run_id: RunId, *, keep_last: int) -> int:
+        """Delete a run's checkpoints except the last ``keep_last``; returns how many.
+
+        The head is always kept, and so is every checkpoint another run was forked
+        from. The oldest kept checkpoint's ``parent`` then names a pruned one.
+
+        Raises:
+            ValueError: ``keep_last`` is below 1.
+            RunNotFoundError: no such run.
+        """
+        if keep_last < 1:
+            raise ValueError("keep_last must be at least 1: the head is always kept")
+
+        def job(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(run_id)
+            seqs: list[tuple[int, str | None]] = [
+                (int(r[0]), r[1])
+                for r in conn.execute(
+                    "SELECT seq, cpid FROM checkpoints WHERE run_id = ? ORDER BY seq DESC",
+                    (run_id,),
+                )
+            ]
+            if not seqs:
+                return 0
+            head = seqs[0][0]
+            victims = {
+                (cpid or _canonical(run_id, seq)): seq
+                for seq, cpid in seqs[keep_last:]
+                if seq != head
+            }
+            if not victims:
+                return 0
+            names = list(victims)
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(
+                    f"SELECT parent FROM checkpoints WHERE parent <> '' AND parent IN ({marks})",
+                    chunk,
+                ):
+                    victims.pop(str(r[0]), None)  # a fork still points here
+            gone = list(victims.values())
+            for start in range(0, len(gone), 500):
+                chunk = gone[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"DELETE FROM checkpoints WHERE run_id = ? AND seq IN ({marks})",
+                    [run_id, *chunk],
+                )
+            self._collect_garbage(conn)
+            return len(gone)
+
+        return await self._writer.call(job)
+
+    async def compact(self) -> None:
+        """Drop unreferenced values, fold the WAL into the file and VACUUM it."""
+        await self._writer.call(self._collect_garbage)
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+        await self._writer.call(job, solo=True)
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def get_run(self, run_id: RunId) -> RunRecord:
+        """The run's record. Raises RunNotFoundError."""
+
+        def job(conn: sqlite3.Connection) -> RunRecord:
+            row = conn.execute(f"{_RUN_SELECT} WHERE r.run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFoundError(run_id)
+            return _run_from_row(row)
+
+        return await self._reader.call(job)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        graph: str | None = None,
+        parent_run: RunId | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[RunRecord]:
+        """Runs matching every filter given, newest first (served by an index)."""
+        sql, args = self.list_runs_query(
+            status=status,
+            graph=graph,
+            parent_run=parent_run,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+        )
+
+        def job(conn: sqlite3.Connection) -> list[RunRecord]:
+            return [_run_from_row(r) for r in conn.execute(sql, args)]
+
+        return await self._reader.call(job)
+
+    @staticmethod
+    def list_runs_query(
+        *,
+        status: RunStatus | None = None,
+        graph: str | None = None,
+        parent_run: RunId | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = 100,
+    ) -> tuple[str, list[Any]]:
+        """The SQL and parameters :meth:`list_runs` runs (for EXPLAIN QUERY PLAN)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("r.status = ?")
+            args.append(RunStatus(status).value)
+        if graph is not None:
+            where.append("r.graph = ?")
+            args.append(graph)
+        if parent_run is not None:
+            where.append("r.parent_run = ?")
+            args.append(parent_run)
+        if created_after is not None:
+            where.append("r.created_us >= ?")
+            args.append(encode_time(created_after)[0])
+        if created_before is not None:
+            where.append("r.created_us < ?")
+            args.append(encode_time(created_before)[0])
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        args.append(-1 if limit is None else limit)
+        sql = f"{_RUN_SELECT}{clause} ORDER BY r.created_us DESC, r.rowid DESC LIMIT ?"
+        return sql, args
+
+    async def list_checkpoints(self, run_id: RunId) -> list[CheckpointInfo]:
+        """The run's checkpoints in sequence order. Raises RunNotFoundError."""
+
+        def job(conn: sqlite3.Connection) -> list[CheckpointInfo]:
+            rows = conn.execute(
+                f"SELECT {_CP_COLS} FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+            if not rows and not conn.execute(
+                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone():
+                raise RunNotFoundError(run_id)
+            return [_info_from_row(r) for r in rows]
+
+        return await self._reader.call(job)
+
+    async def get_checkpoint(
+        self, run_id: RunId, at: CheckpointId | int | None = None
+    ) -> StoredCheckpoint:
+        """A checkpoint with the whole state: by id, by sequence number, or the head."""
+
+        def job(conn: sqlite3.Connection) -> StoredCheckpoint:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(run_id)
+            if at is None:
+                head = conn.execute(
+                    "SELECT max(seq) FROM checkpoints WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                target: CheckpointId | int = int(head[0])
+            else:
+                target = at
+            cols = f"{_CP_COLS}, fields, meta"
+            row = None
+            if isinstance(target, int):
+                row = conn.execute(
+                    f"SELECT {cols} FROM checkpoints WHERE run_id = ? AND seq = ?",
+                    (run_id, target),
+                ).fetchone()
+                missing = f"run {run_id} has no checkpoint with seq {target}"
+            else:
+                parts = _split(target)
+                if parts is not None and parts[0] == run_id:
+                    row = conn.execute(
+                        f"SELECT {cols} FROM checkpoints WHERE run_id = ? AND seq = ? "
+                        "AND cpid IS NULL",
+                        parts,
+                    ).fetchone()
+                if row is None:
+                    row = conn.execute(
+                        f"SELECT {cols} FROM checkpoints WHERE cpid = ? AND run_id = ?",
+                        (target, run_id),
+                    ).fetchone()
+                missing = f"run {run_id} has no checkpoint {target!r}"
+            if row is None:
+                raise CheckpointNotFoundError(missing + "; list them with list_checkpoints()")
+            fields = decode_fields(row[10])
+            state = {name: materialize(conn, ref) for name, ref in fields.items()}
+            return StoredCheckpoint(_info_from_row(row), state, bytes(row[11]))
+
+        return await self._reader.call(job)
+
+    async def list_events(self, run_id: RunId) -> list[Event]:
+        """The run's events in the order they were committed. Raises RunNotFoundError."""
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT data FROM events WHERE run_id = ? ORDER BY n", (run_id,)
+            ).fetchall()
+            if not rows and not conn.execute(
+                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone():
+                raise RunNotFoundError(run_id)
+            return [str(r[0]) for r in rows]
+
+        events: list[Event] = []
+        for text in await self._reader.call(job):
+            data = json.loads(text)
+            data["run_id"] = run_id
+            events.append(event_from_data(data))
+        return events
+
+    async def verify_events(self, run_id: RunId) -> int | None:
+        """Check a run's event hash chain: the index of the first edited event, or None."""
+
+        def job(conn: sqlite3.Connection) -> int | None:
+            prev = _genesis(run_id)
+            for rid, data, digest in conn.execute(
+                "SELECT n, data, hash FROM events WHERE run_id = ? ORDER BY n", (run_id,)
+            ):
+                prev = hashlib.sha256(prev + str(data).encode()).digest()
+                if prev != bytes(digest):
+                    return int(rid)
+            return None
+
+        return await self._reader.call(job)
+
+    async def close(self) -> None:
+        """Finish pending writes and close the file; the store is unusable after."""
+        await self._writer.close()
+        await self._reader.close()

@@ -1,0 +1,658 @@
+"""The store conformance suite: every backend of the Store Protocol must pass it.
+
+Use it by subclassing :class:`StoreConformance` in a ``test_*.py`` file and providing
+an async ``store`` fixture that yields a fresh, empty store::
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        async def store(self, tmp_path):
+            s = MyStore(...)
+            yield s
+            await s.close()
+
+Every test runs on asyncio and on trio.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anyio
+import pytest
+
+from graphorch.events import (
+    CustomEvent,
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+)
+from graphorch.exceptions import (
+    CheckpointNotFoundError,
+    LeaseLostError,
+    RunLockedError,
+    RunNotFoundError,
+    StoreError,
+)
+from graphorch.store.base import (
+    AppendField,
+    CheckpointWrite,
+    FieldWrite,
+    Lease,
+    RunRecord,
+    RunUpdate,
+    SetField,
+    Store,
+    apply_append,
+)
+from graphorch.types import CheckpointId, RunId, RunStatus
+
+T0 = datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def cid(run_id: str, seq: int) -> CheckpointId:
+    return CheckpointId(f"{run_id}:{seq}")
+
+
+async def new_run(
+    store: Store,
+    run_id: str,
+    *,
+    state: Mapping[str, bytes] | None = None,
+    graph: str = "g",
+    created_at: datetime = T0,
+    status: RunStatus = RunStatus.RUNNING,
+    parent_run: str | None = None,
+    fork_of: CheckpointId | None = None,
+    patch: Mapping[str, FieldWrite] | None = None,
+    events: list[Event] | None = None,
+) -> RunRecord:
+    """Create a run (or a fork of ``fork_of`` changing only ``patch``)."""
+    rid = RunId(run_id)
+    if fork_of is None:
+        writes: dict[str, FieldWrite] = {
+            k: SetField(v) for k, v in (state or {"n": b"0", "items": b"[]"}).items()
+        }
+    else:
+        writes = dict(patch or {})
+    record = RunRecord(
+        run_id=rid,
+        graph=graph,
+        graph_fingerprint="fp-" + graph,
+        status=status,
+        reason=None,
+        error_node=None,
+        created_at=created_at,
+        updated_at=created_at,
+        head=cid(run_id, 0),
+        seq=0,
+        next_nodes=("a",),
+        parent_run=None if parent_run is None else RunId(parent_run),
+        forked_from=fork_of,
+    )
+    checkpoint = CheckpointWrite(
+        checkpoint_id=cid(run_id, 0),
+        run_id=rid,
+        seq=0,
+        parent=fork_of,
+        nodes=(),
+        next_nodes=("a",),
+        status=status,
+        writes=writes,
+        meta=b'{"steps":0}',
+        created_at=created_at,
+    )
+    if events is None:
+        events = [RunStarted(run_id=rid, step=0, graph=graph, forked_from=fork_of, at=1.5)]
+    await store.create_run(record, checkpoint, events)
+    return record
+
+
+async def step(
+    store: Store,
+    run_id: str,
+    seq: int,
+    writes: Mapping[str, FieldWrite],
+    *,
+    lease: Lease | None = None,
+    status: RunStatus = RunStatus.RUNNING,
+    reason: str | None = None,
+    output: bytes | None = None,
+    next_nodes: tuple[str, ...] = ("a",),
+    events: list[Event] | None = None,
+    at: datetime | None = None,
+) -> CheckpointWrite:
+    """Commit checkpoint ``seq`` (parent ``seq - 1``) of ``run_id``."""
+    rid = RunId(run_id)
+    checkpoint = CheckpointWrite(
+        checkpoint_id=cid(run_id, seq),
+        run_id=rid,
+        seq=seq,
+        parent=cid(run_id, seq - 1),
+        nodes=("a",),
+        next_nodes=next_nodes,
+        status=status,
+        writes=writes,
+        meta=json.dumps({"steps": seq}).encode(),
+        created_at=at or T0 + timedelta(seconds=seq),
+    )
+    if events is None:
+        events = [
+            StepStarted(run_id=rid, step=seq, node="a", at=float(seq)),
+            StepFinished(
+                run_id=rid,
+                step=seq,
+                node="a",
+                changed=tuple(writes),
+                next_nodes=next_nodes,
+                checkpoint=checkpoint.checkpoint_id,
+                at=float(seq) + 0.5,
+            ),
+        ]
+    await store.commit_step(
+        lease,
+        checkpoint,
+        RunUpdate(status=status, reason=reason, output=output),
+        events,
+        run_id=rid,
+    )
+    return checkpoint
+
+
+async def snapshot(store: Store, run_id: str) -> tuple[Any, ...]:
+    """Everything readable about a run, to show a refused write changed nothing."""
+    rid = RunId(run_id)
+    record = await store.get_run(rid)
+    infos = await store.list_checkpoints(rid)
+    states = [await store.get_checkpoint(rid, info.seq) for info in infos]
+    return record, infos, states, await store.list_events(rid)
+
+
+class StoreConformance:
+    """Semantics every Store must have. Subclasses provide the ``store`` fixture."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError("subclasses provide a fresh store")
+
+    # -- runs -----------------------------------------------------------------------
+
+    async def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    async def test_create_and_get_run(self, store: Store) -> None:
+        record = await new_run(store, "r1", parent_run="p0")
+        assert await store.get_run(RunId("r1")) == record
+        got = await store.get_run(RunId("r1"))
+        assert got.created_at == T0 and got.created_at.utcoffset() == timedelta(0)
+
+    async def test_naive_and_offset_datetimes_round_trip(self, store: Store) -> None:
+        naive = datetime(2024, 5, 6, 7, 8, 9, 101112)
+        plus2 = datetime(2024, 5, 6, 7, 8, 9, 5, tzinfo=timezone(timedelta(hours=2)))
+        await new_run(store, "naive", created_at=naive)
+        await new_run(store, "plus2", created_at=plus2)
+        a = await store.get_run(RunId("naive"))
+        b = await store.get_run(RunId("plus2"))
+        assert a.created_at == naive and a.created_at.tzinfo is None
+        assert b.created_at == plus2 and b.created_at.utcoffset() == timedelta(hours=2)
+
+    async def test_duplicate_run_is_refused(self, store: Store) -> None:
+        await new_run(store, "r1")
+        before = await snapshot(store, "r1")
+        with pytest.raises(StoreError, match="already exists"):
+            await new_run(store, "r1", state={"n": b"99"})
+        assert await snapshot(store, "r1") == before
+
+    async def test_unknown_run(self, store: Store) -> None:
+        rid = RunId("nope")
+        with pytest.raises(RunNotFoundError):
+            await store.get_run(rid)
+        with pytest.raises(RunNotFoundError):
+            await store.list_checkpoints(rid)
+        with pytest.raises(RunNotFoundError):
+            await store.get_checkpoint(rid)
+        with pytest.raises(RunNotFoundError):
+            await store.list_events(rid)
+        with pytest.raises(RunNotFoundError):
+            await store.acquire_lease(rid, "me", 10)
+        with pytest.raises(RunNotFoundError):
+            await store.delete_run(rid)
+        with pytest.raises(RunNotFoundError):
+            await store.commit_step(None, None, RunUpdate(RunStatus.FAILED), [], run_id=rid)
+        with pytest.raises(RunNotFoundError):
+            await store.prune_checkpoints(rid, keep_last=1)
+        with pytest.raises(RunNotFoundError) as info:
+            await store.get_run(rid)
+        assert "nope" in str(info.value)
+
+    async def test_list_runs_filters_and_order(self, store: Store) -> None:
+        for i in range(6):
+            await new_run(
+                store,
+                f"r{i}",
+                graph="even" if i % 2 == 0 else "odd",
+                created_at=T0 + timedelta(minutes=i),
+                parent_run="p" if i >= 4 else None,
+            )
+        await store.commit_step(
+            None, None, RunUpdate(RunStatus.SUCCEEDED, reason="done"), [], run_id=RunId("r3")
+        )
+
+        def ids(records: list[RunRecord]) -> list[str]:
+            return [r.run_id for r in records]
+
+        assert ids(await store.list_runs()) == ["r5", "r4", "r3", "r2", "r1", "r0"]
+        assert ids(await store.list_runs(limit=2)) == ["r5", "r4"]
+        assert ids(await store.list_runs(limit=None)) == ["r5", "r4", "r3", "r2", "r1", "r0"]
+        assert ids(await store.list_runs(graph="odd")) == ["r5", "r3", "r1"]
+        assert ids(await store.list_runs(status=RunStatus.SUCCEEDED)) == ["r3"]
+        assert ids(await store.list_runs(status=RunStatus.RUNNING, graph="odd")) == ["r5", "r1"]
+        assert ids(await store.list_runs(parent_run=RunId("p"))) == ["r5", "r4"]
+        after = T0 + timedelta(minutes=2)
+        before = T0 + timedelta(minutes=4)
+        assert ids(await store.list_runs(created_after=after)) == ["r5", "r4", "r3", "r2"]
+        assert ids(await store.list_runs(created_before=before)) == ["r3", "r2", "r1", "r0"]
+        assert ids(await store.list_runs(created_after=after, created_before=before)) == [
+            "r3",
+            "r2",
+        ]
+        assert await store.list_runs(graph="none") == []
+
+    async def test_list_runs_equal_times_newest_created_first(self, store: Store) -> None:
+        for name in ("x", "y", "z"):
+            await new_run(store, name)
+        assert [r.run_id for r in await store.list_runs()] == ["z", "y", "x"]
+
+    # -- commits and checkpoints ------------------------------------------------------
+
+    async def test_commit_moves_head(self, store: Store) -> None:
+        await new_run(store, "r1")
+        await step(store, "r1", 1, {"n": SetField(b"1")})
+        cp = await step(
+            store,
+            "r1",
+            2,
+            {"n": SetField(b"2")},
+            status=RunStatus.SUCCEEDED,
+            reason="reached end",
+            output=b'"out"',
+            next_nodes=(),
+        )
+        run = await store.get_run(RunId("r1"))
+        assert run.head == cid("r1", 2) and run.seq == 2
+        assert run.next_nodes == ()
+        assert run.status is RunStatus.SUCCEEDED
+        assert run.reason == "reached end" and run.output == b'"out"'
+        assert run.updated_at == cp.created_at
+        assert run.created_at == T0
+        head = await store.get_checkpoint(RunId("r1"))
+        assert head.info.checkpoint_id == cid("r1", 2)
+        assert head.state == {"n": b"2", "items": b"[]"}
+        assert head.meta == b'{"steps": 2}'
+
+    async def test_status_only_commit_keeps_head(self, store: Store) -> None:
+        await new_run(store, "r1")
+        await step(store, "r1", 1, {"n": SetField(b"1")})
+        await store.commit_step(
+            None,
+            None,
+            RunUpdate(RunStatus.FAILED, reason="boom", error_node="a"),
+            [StepStarted(run_id=RunId("r1"), step=2, node="a", at=9.0)],
+            run_id=RunId("r1"),
+        )
+        run = await store.get_run(RunId("r1"))
+        assert (run.status, run.reason, run.error_node) == (RunStatus.FAILED, "boom", "a")
+        assert run.head == cid("r1", 1) and run.seq == 1 and run.next_nodes == ("a",)
+        assert len(await store.list_checkpoints(RunId("r1"))) == 2
+        assert (await store.list_events(RunId("r1")))[-1].step == 2
+
+    async def test_set_and_append_materialize_exactly(self, store: Store) -> None:
+        await new_run(store, "r1", state={"n": b"0", "items": b"[]", "big": b'"' + b"x" * 500 + b'"'})
+        expected = {"n": b"0", "items": b"[]", "big": b'"' + b"x" * 500 + b'"'}
+        history = [dict(expected)]
+        # Enough appends to cross several merge boundaries of a log-structured backend.
+        for seq in range(1, 1101):
+            item = json.dumps([{"i": seq, "pad": "p" * (seq % 7)}]).encode()
+            writes: dict[str, FieldWrite] = {"items": AppendField(item)}
+            if seq % 10 == 0:
+                writes["n"] = SetField(str(seq).encode())
+            if seq == 600:
+                writes["items"] = SetField(b"[0]")  # a whole new value mid-history
+                item = b"[]"
+            if seq % 97 == 0:
+                writes["items"] = AppendField(b"[]")
+            await step(store, "r1", seq, writes)
+            for name, change in writes.items():
+                if isinstance(change, AppendField):
+                    expected[name] = apply_append(expected[name], change.items)
+                else:
+                    expected[name] = change.json
+            history.append(dict(expected))
+        rid = RunId("r1")
+        for seq in (0, 1, 2, 31, 32, 33, 63, 64, 500, 599, 600, 601, 1023, 1024, 1025, 1100):
+            got = await store.get_checkpoint(rid, seq)
+            assert got.state == history[seq], seq
+        assert json.loads(history[1100]["items"])[-1]["i"] == 1100
+
+    async def test_append_edge_cases(self, store: Store) -> None:
+        await new_run(store, "r1", state={"n": b"0"})
+        await step(store, "r1", 1, {"new": AppendField(b"[1, 2]")})  # missing field
+        await step(store, "r1", 2, {"new": AppendField(b'["a b"]'), "e": AppendField(b"[]")})
+        await step(store, "r1", 3, {"s": SetField(b"[true]")})
+        await step(store, "r1", 4, {"s": AppendField(b"[null]")})
+        got = await store.get_checkpoint(RunId("r1"))
+        assert got.state == {
+            "n": b"0",
+            "new": b'[1, 2,"a b"]',
+            "e": b"[]",
+            "s": b"[true,null]",
+        }
+        assert (await store.get_checkpoint(RunId("r1"), 1)).state == {"n": b"0", "new": b"[1, 2]"}
+
+    async def test_values_with_any_bytes(self, store: Store) -> None:
+        text = json.dumps("ünïcødé ✓ " * 50, ensure_ascii=False).encode()
+        short = json.dumps("é", ensure_ascii=False).encode()
+        await new_run(store, "r1", state={"t": text, "s": short, "z": b"null", "empty": b'""'})
+        got = await store.get_checkpoint(RunId("r1"))
+        assert got.state == {"t": text, "s": short, "z": b"null", "empty": b'""'}
+
+    async def test_checkpoints_by_id_seq_and_head(self, store: Store) -> None:
+        await new_run(store, "r1")
+        await new_run(store, "other")
+        for seq in (1, 2, 3):
+            await step(store, "r1", seq, {"n": SetField(str(seq).encode())})
+        rid = RunId("r1")
+        by_seq = await store.get_checkpoint(rid, 2)
+        by_id = await store.get_checkpoint(rid, cid("r1", 2))
+        assert by_seq == by_id
+        assert by_seq.state["n"] == b"2"
+        assert (await store.get_checkpoint(rid)).info.seq == 3
+        with pytest.raises(CheckpointNotFoundError):
+            await store.get_checkpoint(rid, 7)
+        with pytest.raises(CheckpointNotFoundError):
+            await store.get_checkpoint(rid, cid("other", 0))
+        with pytest.raises(CheckpointNotFoundError):
+            await store.get_checkpoint(rid, CheckpointId("not-an-id"))
+
+    async def test_list_checkpoints(self, store: Store) -> None:
+        await new_run(store, "r1")
+        await step(store, "r1", 1, {"n": SetField(b"1"), "items": AppendField(b"[1]")})
+        await step(store, "r1", 2, {"n": SetField(b"2")}, status=RunStatus.WAITING, next_nodes=())
+        infos = await store.list_checkpoints(RunId("r1"))
+        assert [i.seq for i in infos] == [0, 1, 2]
+        assert [i.checkpoint_id for i in infos] == [cid("r1", s) for s in (0, 1, 2)]
+        assert [i.parent for i in infos] == [None, cid("r1", 0), cid("r1", 1)]
+        assert infos[0].nodes == () and infos[1].nodes == ("a",)
+        assert infos[1].changed == ("n", "items") and infos[2].changed == ("n",)
+        assert set(infos[0].changed) == {"n", "items"}
+        assert infos[2].status is RunStatus.WAITING and infos[2].next_nodes == ()
+        assert infos[1].created_at == T0 + timedelta(seconds=1)
+        assert all(i.run_id == "r1" for i in infos)
+
+    async def test_fork_across_runs(self, store: Store) -> None:
+        await new_run(store, "src", state={"n": b"0", "items": b"[]", "doc": b'"' + b"d" * 300 + b'"'})
+        for seq in range(1, 6):
+            await step(store, "src", seq, {"n": SetField(str(seq).encode()),
+                                           "items": AppendField(f"[{seq}]".encode())})
+        src_before = await snapshot(store, "src")
+        fork_point = cid("src", 3)
+        fork = await new_run(
+            store, "fork", fork_of=fork_point, patch={"n": SetField(b"30"),
+                                                      "items": AppendField(b'["f"]')}
+        )
+        assert fork.forked_from == fork_point
+        first = await store.get_checkpoint(RunId("fork"))
+        assert first.info.parent == fork_point
+        assert first.state == {"n": b"30", "items": b'[1,2,3,"f"]', "doc": b'"' + b"d" * 300 + b'"'}
+        await step(store, "fork", 1, {"items": AppendField(b"[9]")})
+        assert (await store.get_checkpoint(RunId("fork"))).state["items"] == b'[1,2,3,"f",9]'
+        # The original is untouched and still advances.
+        assert await snapshot(store, "src") == src_before
+        await step(store, "src", 6, {"items": AppendField(b"[6]")})
+        assert (await store.get_checkpoint(RunId("src"))).state["items"] == b"[1,2,3,4,5,6]"
+        with pytest.raises(CheckpointNotFoundError):
+            await new_run(store, "bad", fork_of=cid("src", 99))
+        with pytest.raises(RunNotFoundError):
+            await store.get_run(RunId("bad"))
+
+    async def test_commit_with_missing_parent_writes_nothing(self, store: Store) -> None:
+        await new_run(store, "r1")
+        before = await snapshot(store, "r1")
+        bad = CheckpointWrite(
+            checkpoint_id=cid("r1", 1),
+            run_id=RunId("r1"),
+            seq=1,
+            parent=cid("r1", 42),
+            nodes=("a",),
+            next_nodes=("a",),
+            status=RunStatus.RUNNING,
+            writes={"n": SetField(b"1")},
+            meta=b"{}",
+            created_at=T0,
+        )
+        with pytest.raises(CheckpointNotFoundError):
+            await store.commit_step(
+                None,
+                bad,
+                RunUpdate(RunStatus.FAILED),
+                [StepStarted(run_id=RunId("r1"), step=1, node="a")],
+                run_id=RunId("r1"),
+            )
+        assert await snapshot(store, "r1") == before
+
+    async def test_duplicate_checkpoint_writes_nothing(self, store: Store) -> None:
+        await new_run(store, "r1")
+        await step(store, "r1", 1, {"n": SetField(b"1")})
+        before = await snapshot(store, "r1")
+        with pytest.raises(StoreError, match="already exists"):
+            await step(store, "r1", 1, {"n": SetField(b"2")}, status=RunStatus.FAILED)
+        assert await snapshot(store, "r1") == before
+
+    # -- events -----------------------------------------------------------------------
+
+    async def test_events_round_trip_in_order(self, store: Store) -> None:
+        rid = RunId("r1")
+        started = RunStarted(run_id=rid, step=0, graph="g", at=1.25)
+        await new_run(store, "r1", events=[started])
+        custom = CustomEvent(run_id=rid, step=1, node="a", name="note",
+                             data={"k": [1, 2], "s": "ü"}, at=2.0)
+        step_events: list[Event] = [
+            StepStarted(run_id=rid, step=1, node="a", at=1.5),
+            custom,
+            StepFinished(run_id=rid, step=1, node="a", changed=("n",), next_nodes=("b", "c"),
+                         checkpoint="r1:1", at=2.5),
+        ]
+        await step(store, "r1", 1, {"n": SetField(b"1")}, events=step_events)
+        finished = RunFinished(run_id=rid, step=2, node="end", output={"x": 1}, at=3.0)
+        await store.commit_step(None, None, RunUpdate(RunStatus.SUCCEEDED), [finished],
+                                run_id=rid)
+        await step(store, "r1", 2, {}, events=[])
+        got = await store.list_events(rid)
+        assert got == [started, *step_events, finished]
+        assert isinstance(got[3], StepFinished) and got[3].next_nodes == ("b", "c")
+        await new_run(store, "r2")
+        assert len(await store.list_events(RunId("r2"))) == 1
+        assert await store.list_events(rid) == got
+
+    # -- leases -----------------------------------------------------------------------
+
+    async def test_lease_locks_out_other_owners(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        first = await store.acquire_lease(rid, "alpha", 30)
+        assert (first.run_id, first.owner) == (rid, "alpha")
+        with pytest.raises(RunLockedError, match="alpha"):
+            await store.acquire_lease(rid, "beta", 30)
+        again = await store.acquire_lease(rid, "alpha", 30)
+        assert again.epoch > first.epoch
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=again)
+        with pytest.raises(LeaseLostError):
+            await step(store, "r1", 2, {"n": SetField(b"2")}, lease=first)
+
+    async def test_expired_lease_is_taken_with_higher_epoch(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        old = await store.acquire_lease(rid, "alpha", 0.05)
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=old)
+        await anyio.sleep(0.1)
+        new = await store.acquire_lease(rid, "beta", 30)
+        assert new.epoch > old.epoch and new.owner == "beta"
+        before = await snapshot(store, "r1")
+        # The paused owner wakes up: every write it attempts is refused whole.
+        with pytest.raises(LeaseLostError):
+            await step(store, "r1", 2, {"n": SetField(b"2"), "items": AppendField(b"[1]")},
+                       lease=old, status=RunStatus.SUCCEEDED)
+        with pytest.raises(LeaseLostError):
+            await store.commit_step(old, None, RunUpdate(RunStatus.FAILED, reason="x"),
+                                    [StepStarted(run_id=rid, step=2, node="a")], run_id=rid)
+        with pytest.raises(LeaseLostError):
+            await store.renew_lease(old, 30)
+        await store.release_lease(old)  # no error, and beta keeps the run
+        assert await snapshot(store, "r1") == before
+        with pytest.raises(RunLockedError):
+            await store.acquire_lease(rid, "gamma", 30)
+        await step(store, "r1", 2, {"n": SetField(b"2")}, lease=new)
+        assert (await store.get_run(rid)).seq == 2
+
+    async def test_renew_and_release(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        lease = await store.acquire_lease(rid, "alpha", 0.2)
+        renewed = await store.renew_lease(lease, 60)
+        assert renewed.epoch == lease.epoch and renewed.expires_at > lease.expires_at
+        await anyio.sleep(0.3)
+        with pytest.raises(RunLockedError):  # the renewal counts
+            await store.acquire_lease(rid, "beta", 30)
+        await store.release_lease(renewed)
+        with pytest.raises(LeaseLostError):
+            await step(store, "r1", 1, {"n": SetField(b"1")}, lease=renewed)
+        with pytest.raises(LeaseLostError):
+            await store.renew_lease(renewed, 30)
+        beta = await store.acquire_lease(rid, "beta", 30)
+        assert beta.epoch > renewed.epoch
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=beta)
+
+    async def test_concurrent_commits_one_fenced_out(self, store: Store) -> None:
+        """Commits racing from many runs at once: only the stale one fails."""
+        n = 40
+        leases: dict[str, Lease] = {}
+        for i in range(n):
+            await new_run(store, f"r{i}")
+            leases[f"r{i}"] = await store.acquire_lease(RunId(f"r{i}"), "me", 60)
+        stale = leases["r7"]
+        leases["r7"] = await store.acquire_lease(RunId("r7"), "me", 60)
+        failures: list[str] = []
+
+        async def advance(name: str, lease: Lease) -> None:
+            try:
+                await step(store, name, 1, {"n": SetField(b"1"), "items": AppendField(b"[1]")},
+                           lease=lease)
+            except LeaseLostError:
+                failures.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for name, lease in leases.items():
+                tg.start_soon(advance, name, stale if name == "r7" else lease)
+        assert failures == ["r7"]
+        for i in range(n):
+            run = await store.get_run(RunId(f"r{i}"))
+            assert run.seq == (0 if i == 7 else 1)
+            if i != 7:
+                assert (await store.get_checkpoint(run.run_id)).state["items"] == b"[1]"
+
+    async def test_many_runs_concurrently(self, store: Store) -> None:
+        async def drive(name: str) -> None:
+            await new_run(store, name)
+            lease = await store.acquire_lease(RunId(name), "me", 60)
+            for seq in range(1, 11):
+                await step(store, name, seq, {"n": SetField(str(seq).encode()),
+                                              "items": AppendField(f"[{seq}]".encode())},
+                           lease=lease)
+            await store.release_lease(lease)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(drive, f"c{i}")
+        runs = await store.list_runs(limit=None)
+        assert len(runs) == 50 and all(r.seq == 10 for r in runs)
+        head = await store.get_checkpoint(RunId("c13"))
+        assert head.state == {"n": b"10", "items": b"[1,2,3,4,5,6,7,8,9,10]"}
+        assert len(await store.list_events(RunId("c13"))) == 21
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def test_delete_run(self, store: Store) -> None:
+        await new_run(store, "r1", state={"n": b"0", "doc": b'"' + b"z" * 200 + b'"'})
+        await step(store, "r1", 1, {"n": SetField(b"1")})
+        await new_run(store, "r2")
+        await new_run(store, "fork", fork_of=cid("r1", 1), patch={"n": SetField(b"5")})
+        fork_before = await snapshot(store, "fork")
+        await store.delete_run(RunId("r1"))
+        with pytest.raises(RunNotFoundError):
+            await store.get_run(RunId("r1"))
+        with pytest.raises(RunNotFoundError):
+            await store.list_events(RunId("r1"))
+        assert [r.run_id for r in await store.list_runs()] == ["fork", "r2"]
+        assert await snapshot(store, "fork") == fork_before
+        await store.compact()
+        assert await snapshot(store, "fork") == fork_before
+        assert (await store.get_checkpoint(RunId("fork"))).state["doc"] == b'"' + b"z" * 200 + b'"'
+        with pytest.raises(RunNotFoundError):
+            await store.delete_run(RunId("r1"))
+
+    async def test_prune_runs(self, store: Store) -> None:
+        old = T0 - timedelta(days=30)
+        await new_run(store, "old-done", created_at=old)
+        await store.commit_step(None, None, RunUpdate(RunStatus.SUCCEEDED), [],
+                                run_id=RunId("old-done"))
+        await new_run(store, "old-running", created_at=old + timedelta(seconds=1))
+        await new_run(store, "new-done", created_at=T0)
+        await store.commit_step(None, None, RunUpdate(RunStatus.FAILED, reason="x"), [],
+                                run_id=RunId("new-done"))
+        assert await store.prune_runs(created_before=T0 - timedelta(days=1)) == 1
+        assert {r.run_id for r in await store.list_runs()} == {"old-running", "new-done"}
+        assert await store.prune_runs(created_before=T0 - timedelta(days=1),
+                                      terminal_only=False) == 1
+        assert [r.run_id for r in await store.list_runs()] == ["new-done"]
+        assert await store.prune_runs(created_before=T0) == 0
+
+    async def test_prune_checkpoints(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1", state={"n": b"0", "items": b"[]"})
+        for seq in range(1, 11):
+            await step(store, "r1", seq, {"n": SetField(str(seq).encode()),
+                                          "items": AppendField(f"[{seq}]".encode())})
+        await new_run(store, "fork", fork_of=cid("r1", 2), patch={})
+        states = {seq: await store.get_checkpoint(rid, seq) for seq in range(11)}
+        fork_before = await snapshot(store, "fork")
+        with pytest.raises(ValueError):
+            await store.prune_checkpoints(rid, keep_last=0)
+        assert await store.prune_checkpoints(rid, keep_last=3) == 7  # 0..7 but 2 (forked)
+        infos = await store.list_checkpoints(rid)
+        assert [i.seq for i in infos] == [2, 8, 9, 10]
+        for seq in (2, 8, 9, 10):
+            assert await store.get_checkpoint(rid, seq) == states[seq]
+        with pytest.raises(CheckpointNotFoundError):
+            await store.get_checkpoint(rid, 5)
+        assert (await store.get_run(rid)).head == cid("r1", 10)
+        await store.compact()
+        assert await snapshot(store, "fork") == fork_before
+        await step(store, "r1", 11, {"items": AppendField(b"[11]")})
+        assert (await store.get_checkpoint(rid)).state["items"] == b"[1,2,3,4,5,6,7,8,9,10,11]"
+        assert await store.prune_checkpoints(rid, keep_last=100) == 0
+
+    async def test_compact_keeps_everything(self, store: Store) -> None:
+        await new_run(store, "r1")
+        for seq in range(1, 40):
+            await step(store, "r1", seq, {"items": AppendField(f"[{seq}]".encode())})
+        before = await snapshot(store, "r1")
+        await store.compact()
+        assert await snapshot(store, "r1") == before
