@@ -71,7 +71,7 @@ _MARKS: dict[str, tuple[str, str, str, str]] = {
     "current": ("#1565C0", "#BBDEFB", "bold", "▶ next"),
     "failed": ("#C62828", "#FFCDD2", "bold", "✖ failed"),
     "attention": ("#C62828", "#FFCDD2", "dashed", "⚠ needs attention"),
-    "waiting": ("#EF6C00", "#FFE0B2", "dashed", "⏸ waiting"),
+    "waiting": ("#EF6C00", "#FFE0B2", "dashed", "◔ waiting"),
 }
 _PATH = "#2E7D32"
 _TIMES = "\u00d7"  # the multiplication sign of visit counts: "plan \u00d72"
@@ -394,7 +394,7 @@ def _apply_overlay(
             node.lines.append(_MARKS[node.mark][3])
     for link in links:
         if link.pairs:
-            link.taken = sum(run.transitions.get(p, 0) for p in link.pairs)
+            link.taken = max(run.transitions.get(p, 0) for p in link.pairs)
             fork = by_key.get(link.dst)
             if link.taken and fork is not None and fork.kind == "fork":
                 fork.visited = True  # a fork point is on the path when a route through it was
