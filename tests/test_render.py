@@ -387,6 +387,8 @@ def test_overlay_marks_a_waiting_node() -> None:
     dot = to_dot(support(), run=overlay)
     assert re.search(r'"confirm" \[label="confirm\\nby support-lead\\n◔ waiting".*#EF6C00', dot)
     assert re.search(r'"triage" -> "billing" \[label="is_refund", color="#2E7D32"', dot)
+    assert_snapshot("support_waiting.dot", dot)
+    assert_snapshot("support_waiting.mmd", to_mermaid(support(), run=overlay))
     earlier = RunOverlay.from_history(record, history, at=1)
     assert earlier.current == ("billing",) and earlier.waiting == ()
 
