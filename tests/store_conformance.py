@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import anyio
@@ -51,7 +51,7 @@ from graphorch.store.base import (
 )
 from graphorch.types import CheckpointId, RunId, RunStatus
 
-T0 = datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def cid(run_id: str, seq: int) -> CheckpointId:
@@ -315,7 +315,9 @@ class StoreConformance:
         assert (await store.list_events(RunId("r1")))[-1].step == 2
 
     async def test_set_and_append_materialize_exactly(self, store: Store) -> None:
-        await new_run(store, "r1", state={"n": b"0", "items": b"[]", "big": b'"' + b"x" * 500 + b'"'})
+        await new_run(
+            store, "r1", state={"n": b"0", "items": b"[]", "big": b'"' + b"x" * 500 + b'"'}
+        )
         expected = {"n": b"0", "items": b"[]", "big": b'"' + b"x" * 500 + b'"'}
         history = [dict(expected)]
         # Enough appends to cross several merge boundaries of a log-structured backend.
@@ -398,15 +400,23 @@ class StoreConformance:
         assert all(i.run_id == "r1" for i in infos)
 
     async def test_fork_across_runs(self, store: Store) -> None:
-        await new_run(store, "src", state={"n": b"0", "items": b"[]", "doc": b'"' + b"d" * 300 + b'"'})
+        await new_run(
+            store, "src", state={"n": b"0", "items": b"[]", "doc": b'"' + b"d" * 300 + b'"'}
+        )
         for seq in range(1, 6):
-            await step(store, "src", seq, {"n": SetField(str(seq).encode()),
-                                           "items": AppendField(f"[{seq}]".encode())})
+            await step(
+                store,
+                "src",
+                seq,
+                {"n": SetField(str(seq).encode()), "items": AppendField(f"[{seq}]".encode())},
+            )
         src_before = await snapshot(store, "src")
         fork_point = cid("src", 3)
         fork = await new_run(
-            store, "fork", fork_of=fork_point, patch={"n": SetField(b"30"),
-                                                      "items": AppendField(b'["f"]')}
+            store,
+            "fork",
+            fork_of=fork_point,
+            patch={"n": SetField(b"30"), "items": AppendField(b'["f"]')},
         )
         assert fork.forked_from == fork_point
         first = await store.get_checkpoint(RunId("fork"))
@@ -462,18 +472,25 @@ class StoreConformance:
         rid = RunId("r1")
         started = RunStarted(run_id=rid, step=0, graph="g", at=1.25)
         await new_run(store, "r1", events=[started])
-        custom = CustomEvent(run_id=rid, step=1, node="a", name="note",
-                             data={"k": [1, 2], "s": "ü"}, at=2.0)
+        custom = CustomEvent(
+            run_id=rid, step=1, node="a", name="note", data={"k": [1, 2], "s": "ü"}, at=2.0
+        )
         step_events: list[Event] = [
             StepStarted(run_id=rid, step=1, node="a", at=1.5),
             custom,
-            StepFinished(run_id=rid, step=1, node="a", changed=("n",), next_nodes=("b", "c"),
-                         checkpoint="r1:1", at=2.5),
+            StepFinished(
+                run_id=rid,
+                step=1,
+                node="a",
+                changed=("n",),
+                next_nodes=("b", "c"),
+                checkpoint="r1:1",
+                at=2.5,
+            ),
         ]
         await step(store, "r1", 1, {"n": SetField(b"1")}, events=step_events)
         finished = RunFinished(run_id=rid, step=2, node="end", output={"x": 1}, at=3.0)
-        await store.commit_step(None, None, RunUpdate(RunStatus.SUCCEEDED), [finished],
-                                run_id=rid)
+        await store.commit_step(None, None, RunUpdate(RunStatus.SUCCEEDED), [finished], run_id=rid)
         await step(store, "r1", 2, {}, events=[])
         got = await store.list_events(rid)
         assert got == [started, *step_events, finished]
@@ -508,11 +525,22 @@ class StoreConformance:
         before = await snapshot(store, "r1")
         # The paused owner wakes up: every write it attempts is refused whole.
         with pytest.raises(LeaseLostError):
-            await step(store, "r1", 2, {"n": SetField(b"2"), "items": AppendField(b"[1]")},
-                       lease=old, status=RunStatus.SUCCEEDED)
+            await step(
+                store,
+                "r1",
+                2,
+                {"n": SetField(b"2"), "items": AppendField(b"[1]")},
+                lease=old,
+                status=RunStatus.SUCCEEDED,
+            )
         with pytest.raises(LeaseLostError):
-            await store.commit_step(old, None, RunUpdate(RunStatus.FAILED, reason="x"),
-                                    [StepStarted(run_id=rid, step=2, node="a")], run_id=rid)
+            await store.commit_step(
+                old,
+                None,
+                RunUpdate(RunStatus.FAILED, reason="x"),
+                [StepStarted(run_id=rid, step=2, node="a")],
+                run_id=rid,
+            )
         with pytest.raises(LeaseLostError):
             await store.renew_lease(old, 30)
         await store.release_lease(old)  # no error, and beta keeps the run
@@ -553,8 +581,9 @@ class StoreConformance:
 
         async def advance(name: str, lease: Lease) -> None:
             try:
-                await step(store, name, 1, {"n": SetField(b"1"), "items": AppendField(b"[1]")},
-                           lease=lease)
+                await step(
+                    store, name, 1, {"n": SetField(b"1"), "items": AppendField(b"[1]")}, lease=lease
+                )
             except LeaseLostError:
                 failures.append(name)
 
@@ -573,9 +602,13 @@ class StoreConformance:
             await new_run(store, name)
             lease = await store.acquire_lease(RunId(name), "me", 60)
             for seq in range(1, 11):
-                await step(store, name, seq, {"n": SetField(str(seq).encode()),
-                                              "items": AppendField(f"[{seq}]".encode())},
-                           lease=lease)
+                await step(
+                    store,
+                    name,
+                    seq,
+                    {"n": SetField(str(seq).encode()), "items": AppendField(f"[{seq}]".encode())},
+                    lease=lease,
+                )
             await store.release_lease(lease)
 
         async with anyio.create_task_group() as tg:
@@ -611,16 +644,19 @@ class StoreConformance:
     async def test_prune_runs(self, store: Store) -> None:
         old = T0 - timedelta(days=30)
         await new_run(store, "old-done", created_at=old)
-        await store.commit_step(None, None, RunUpdate(RunStatus.SUCCEEDED), [],
-                                run_id=RunId("old-done"))
+        await store.commit_step(
+            None, None, RunUpdate(RunStatus.SUCCEEDED), [], run_id=RunId("old-done")
+        )
         await new_run(store, "old-running", created_at=old + timedelta(seconds=1))
         await new_run(store, "new-done", created_at=T0)
-        await store.commit_step(None, None, RunUpdate(RunStatus.FAILED, reason="x"), [],
-                                run_id=RunId("new-done"))
+        await store.commit_step(
+            None, None, RunUpdate(RunStatus.FAILED, reason="x"), [], run_id=RunId("new-done")
+        )
         assert await store.prune_runs(created_before=T0 - timedelta(days=1)) == 1
         assert {r.run_id for r in await store.list_runs()} == {"old-running", "new-done"}
-        assert await store.prune_runs(created_before=T0 - timedelta(days=1),
-                                      terminal_only=False) == 1
+        assert (
+            await store.prune_runs(created_before=T0 - timedelta(days=1), terminal_only=False) == 1
+        )
         assert [r.run_id for r in await store.list_runs()] == ["new-done"]
         assert await store.prune_runs(created_before=T0) == 0
 
@@ -628,8 +664,12 @@ class StoreConformance:
         rid = RunId("r1")
         await new_run(store, "r1", state={"n": b"0", "items": b"[]"})
         for seq in range(1, 11):
-            await step(store, "r1", seq, {"n": SetField(str(seq).encode()),
-                                          "items": AppendField(f"[{seq}]".encode())})
+            await step(
+                store,
+                "r1",
+                seq,
+                {"n": SetField(str(seq).encode()), "items": AppendField(f"[{seq}]".encode())},
+            )
         await new_run(store, "fork", fork_of=cid("r1", 2), patch={})
         states = {seq: await store.get_checkpoint(rid, seq) for seq in range(11)}
         fork_before = await snapshot(store, "fork")

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import pytest
-from store_conformance import StoreConformance
+from store_conformance import T0, StoreConformance, cid, new_run, snapshot, step
 
+from graphorch.exceptions import DatabaseError, LeaseLostError
+from graphorch.store._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
+from graphorch.store.base import AppendField, RunUpdate, SetField
 from graphorch.store.sqlite import SQLiteStore
+from graphorch.types import RunId, RunStatus
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class TestSQLiteConformance(StoreConformance):
@@ -17,3 +29,358 @@ class TestSQLiteConformance(StoreConformance):
         s = SQLiteStore(tmp_path / "conformance.db")
         yield s
         await s.close()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def file_bytes(path: Path) -> dict[str, bytes]:
+    """The database file and any -wal/-shm beside it."""
+    found: dict[str, bytes] = {}
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            found[suffix] = p.read_bytes()
+    return found
+
+
+def disk_size(path: Path) -> int:
+    return sum(
+        Path(str(path) + s).stat().st_size for s in ("", "-wal") if Path(str(path) + s).exists()
+    )
+
+
+async def test_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    lease = await store.acquire_lease(RunId("r1"), "alpha", 60)
+    for seq in range(1, 40):
+        await step(store, "r1", seq, {"items": AppendField(f"[{seq}]".encode())}, lease=lease)
+    before = await snapshot(store, "r1")
+    await store.close()
+
+    again = SQLiteStore(path)
+    assert await snapshot(again, "r1") == before
+    # A cold process continues the chains and the event hash chain where they stopped.
+    lease = await again.acquire_lease(RunId("r1"), "alpha", 60)
+    assert lease.epoch == 2
+    await step(again, "r1", 40, {"items": AppendField(b"[40]")}, lease=lease)
+    items = (await again.get_checkpoint(RunId("r1"))).state["items"]
+    assert items == ("[" + ",".join(str(i) for i in range(1, 41)) + "]").encode()
+    assert await again.verify_events(RunId("r1")) is None
+    await again.close()
+
+
+async def test_schema_version_and_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    store = SQLiteStore(path, durability="full")
+    await new_run(store, "r1")
+    sync = await store._writer.call(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])  # pyright: ignore[reportPrivateUsage]
+    assert sync == 2  # FULL
+    await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    normal = SQLiteStore(path)
+    assert await normal._writer.call(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 1  # pyright: ignore[reportPrivateUsage]
+    await normal.close()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="durability"):
+        SQLiteStore("x.db", durability="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="MemoryStore"):
+        SQLiteStore(":memory:")
+
+
+async def test_default_path_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GRAPHORCH_DB", raising=False)
+    store = SQLiteStore()
+    assert store.path == "graphorch.db"
+    await new_run(store, "r1")
+    await store.close()
+    assert (tmp_path / "graphorch.db").exists()
+    monkeypatch.setenv("GRAPHORCH_DB", str(tmp_path / "env.db"))
+    store = SQLiteStore()
+    await new_run(store, "r1")
+    await store.close()
+    assert (tmp_path / "env.db").exists()
+
+
+async def refused(path: Path, match: str) -> None:
+    """Opening ``path`` fails with DatabaseError(match) and leaves its bytes alone."""
+    before = file_bytes(path)
+    store = SQLiteStore(path)
+    with pytest.raises(DatabaseError, match=match):
+        await store.get_run(RunId("r1"))
+    with pytest.raises(DatabaseError, match=match):
+        await new_run(store, "r1")
+    await store.close()
+    assert file_bytes(path) == before
+
+
+async def test_refuses_text_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 10)
+    await refused(path, "not a graphorch database")
+
+
+async def test_refuses_foreign_sqlite_database(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO runs (name) VALUES ('mine')")
+    conn.commit()
+    conn.close()
+    await refused(path, "not a graphorch one")
+
+
+async def test_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    await refused(path, "upgrade graphorch")
+
+
+async def test_refuses_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1", state={"n": b"0", "doc": b'"' + b"d" * 20000 + b'"'})
+    await store.compact()
+    await store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page * 2 : page * 2 + 64] = b"\xee" * 64  # smash a B-tree page header
+    path.write_bytes(bytes(data))
+    await refused(path, "corrupt")
+    truncated = tmp_path / "short.db"
+    truncated.write_bytes(b"SQLite format 3\x00" + b"\x00" * 20)
+    await refused(truncated, "corrupt")
+
+
+async def test_edited_event_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    for seq in range(1, 4):
+        await step(store, "r1", seq, {"n": SetField(str(seq).encode())})
+    assert await store.verify_events(RunId("r1")) is None
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "UPDATE events SET data = replace(data, '\"a\"', '\"b\"') WHERE run_id = 'r1' AND n = 3"
+    )
+    conn.commit()
+    conn.close()
+    assert await store.verify_events(RunId("r1")) == 3
+    await store.close()
+
+
+async def test_fencing_across_two_connections(tmp_path: Path) -> None:
+    """A second store on the same file (as another process would) takes the run over."""
+    path = tmp_path / "two.db"
+    first = SQLiteStore(path)
+    second = SQLiteStore(path)
+    await new_run(first, "r1")
+    old = await first.acquire_lease(RunId("r1"), "alpha", 0.05)
+    await step(first, "r1", 1, {"n": SetField(b"1")}, lease=old)
+    await anyio.sleep(0.1)
+    new = await second.acquire_lease(RunId("r1"), "beta", 60)
+    assert new.epoch == old.epoch + 1
+    before = await snapshot(second, "r1")
+    with pytest.raises(LeaseLostError):
+        await step(first, "r1", 2, {"n": SetField(b"2")}, lease=old)
+    assert await snapshot(second, "r1") == before
+    await step(second, "r1", 2, {"n": SetField(b"2")}, lease=new)
+    assert (await first.get_checkpoint(RunId("r1"))).state["n"] == b"2"
+    # The first store's caches must notice the other connection's writes.
+    await step(first, "r1", 3, {"items": AppendField(b"[1]")})
+    assert (await second.get_checkpoint(RunId("r1"))).state == {"n": b"2", "items": b"[1]"}
+    await first.close()
+    await second.close()
+
+
+async def test_two_hundred_concurrent_runs(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "many.db")
+
+    async def drive(name: str) -> None:
+        await new_run(store, name)
+        lease = await store.acquire_lease(RunId(name), "me", 60)
+        for seq in range(1, 11):
+            await step(
+                store,
+                name,
+                seq,
+                {"n": SetField(str(seq).encode()), "items": AppendField(f"[{seq}]".encode())},
+                lease=lease,
+            )
+        await store.commit_step(lease, None, RunUpdate(RunStatus.SUCCEEDED), [], run_id=RunId(name))
+        await store.release_lease(lease)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(200):
+            tg.start_soon(drive, f"c{i:03d}")
+    runs = await store.list_runs(limit=None, status=RunStatus.SUCCEEDED)
+    assert len(runs) == 200 and all(r.seq == 10 for r in runs)
+    for name in ("c000", "c199"):
+        state = (await store.get_checkpoint(RunId(name))).state
+        assert state["items"] == b"[1,2,3,4,5,6,7,8,9,10]"
+        assert await store.verify_events(RunId(name)) is None
+    await store.close()
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys
+    import anyio
+    sys.path[:0] = [{root!r}, {tests!r}]
+    from store_conformance import new_run, step
+    from graphorch.store.base import AppendField, RunUpdate, SetField
+    from graphorch.store.sqlite import SQLiteStore
+    from graphorch.types import RunId
+
+    async def main(path, me):
+        store = SQLiteStore(path, busy_timeout=0.05)  # short: exercise the retry loop
+
+        async def drive(name):
+            await new_run(store, name)
+            lease = await store.acquire_lease(RunId(name), me, 60)
+            for seq in range(1, 21):
+                await step(store, name, seq, {{"n": SetField(str(seq).encode()),
+                                              "items": AppendField(b"[0]")}}, lease=lease)
+                await store.list_runs(limit=5)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(drive, f"{{me}}-{{i}}")
+        await store.compact()
+        await store.close()
+
+    anyio.run(main, sys.argv[1], sys.argv[2])
+    """
+)
+
+
+@pytest.mark.slow
+def test_four_processes_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(path), f"p{k}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for k in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=100)
+        assert proc.returncode == 0, err.decode()
+        assert b"locked" not in err
+
+    async def check() -> None:
+        store = SQLiteStore(path)
+        runs = await store.list_runs(limit=None)
+        assert len(runs) == 40 and all(r.seq == 20 for r in runs)
+        state = (await store.get_checkpoint(RunId("p3-9"))).state
+        assert state == {"n": b"20", "items": ("[" + ",".join(["0"] * 20) + "]").encode()}
+        await store.close()
+
+    anyio.run(check)
+
+
+async def test_size_big_state_small_changes(tmp_path: Path) -> None:
+    """~1 MB of state stepped 100 times changing a counter: stored once, not 100 times."""
+    path = tmp_path / "big.db"
+    store = SQLiteStore(path)
+    docs = "[" + ",".join('"' + f"{i:04d}" + "x" * 1018 + '"' for i in range(1000)) + "]"
+    await new_run(store, "r1", state={"docs": docs.encode(), "counter": b"0"})
+    for seq in range(1, 101):
+        await step(store, "r1", seq, {"counter": SetField(str(seq).encode())})
+    await store.compact()
+    size = disk_size(path)
+    assert size < 3_000_000, size
+    head = await store.get_checkpoint(RunId("r1"))
+    assert head.state["docs"] == docs.encode() and head.state["counter"] == b"100"
+    await store.close()
+
+
+async def test_size_appends_grow_linearly(tmp_path: Path) -> None:
+    """1,000 steps each appending a 100-byte item: well under 1 MB, not quadratic."""
+    path = tmp_path / "append.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1", state={"log": b"[]", "n": b"0"})
+    item = b'["' + b"i" * 96 + b'"]'  # 100 bytes of JSON per item
+    for seq in range(1, 1001):
+        await step(store, "r1", seq, {"log": AppendField(item), "n": SetField(str(seq).encode())})
+    await store.compact()
+    size = disk_size(path)
+    assert size < 1_000_000, size
+    log = (await store.get_checkpoint(RunId("r1"))).state["log"]
+    assert len(log) == 1 + 1000 * 99 and log.count(b'"') == 2000
+    await store.close()
+
+
+@pytest.mark.slow
+async def test_listing_100k_runs_uses_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "100k.db"
+    store = SQLiteStore(path)
+    await new_run(store, "seed")
+    await store.close()
+    # Bulk-load 100,000 runs straight into the file: the store API is not the subject.
+    conn = sqlite3.connect(path)
+    base_us = 1_700_000_000_000_000
+    conn.executemany(
+        "INSERT INTO runs (run_id, graph, graph_fingerprint, status, created_us, created_off,"
+        " updated_us, updated_off, parent_run) VALUES (?, ?, 'fp', ?, ?, 0, ?, 0, ?)",
+        (
+            (
+                f"b{i:06d}",
+                f"g{i % 10}",
+                ("succeeded", "running", "failed")[i % 3],
+                base_us + i,
+                base_us + i,
+                f"b{i // 100:06d}" if i % 7 == 0 else None,
+            )
+            for i in range(100_000)
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO checkpoints (run_id, seq, parent, nodes, next_nodes, status, changed,"
+        " fields, meta, created_us, created_off) VALUES (?, 0, NULL, '[]', '[\"a\"]', "
+        "'running', '[]', '{}', x'', ?, 0)",
+        ((f"b{i:06d}", base_us + i) for i in range(100_000)),
+    )
+    conn.commit()
+    cases = [
+        ({}, "runs_by_time"),
+        ({"status": RunStatus.RUNNING}, "runs_by_status"),
+        ({"graph": "g3"}, "runs_by_graph"),
+        ({"parent_run": RunId("b000005")}, "runs_by_parent"),
+        ({"created_after": T0, "created_before": T0 + timedelta(days=1)}, "runs_by_time"),
+    ]
+    for filters, index in cases:
+        sql, args = SQLiteStore.list_runs_query(**filters)  # type: ignore[arg-type]
+        plan = " | ".join(str(r[3]) for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert index in plan, (filters, plan)
+        assert "TEMP B-TREE" not in plan, (filters, plan)  # no sort of the whole table
+        assert "SCAN c" not in plan and "SCAN checkpoints" not in plan, plan
+    conn.close()
+    store = SQLiteStore(path)
+    newest = await store.list_runs(status=RunStatus.RUNNING, graph="g1", limit=3)
+    assert [r.run_id for r in newest] == ["b099991", "b099961", "b099931"]
+    assert newest[0].seq == 0 and newest[0].next_nodes == ("a",)
+    assert newest[0].head == cid("b099991", 0)
+    await store.close()

@@ -13,13 +13,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import sqlite_utils
+from graphorch.exceptions import DatabaseError
+from graphorch.store._sqlite_worker import BUSY_RETRY_SECONDS, is_busy
 
-from ..exceptions import DatabaseError
-from ._sqlite_worker import BUSY_RETRY_SECONDS, is_busy
+if TYPE_CHECKING:
+    import sqlite_utils
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_file", "open_connection"]
 
@@ -34,7 +35,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     """Runs, checkpoints, content-addressed values, and the hash-chained event log."""
     # A run's head (seq, next nodes, time) is its highest checkpoint, not a column
     # here: a step then writes no page of this table unless the status changes.
-    db["runs"].create(
+    db.table("runs").create(
         {
             "run_id": str,
             "graph": str,
@@ -54,20 +55,26 @@ def _v1(db: sqlite_utils.Database) -> None:
             "lease_expires": float,
         },
         pk="run_id",
-        not_null={"graph", "graph_fingerprint", "status", "created_us", "updated_us",
-                  "lease_epoch"},
+        not_null={
+            "graph",
+            "graph_fingerprint",
+            "status",
+            "created_us",
+            "updated_us",
+            "lease_epoch",
+        },
         defaults={"lease_epoch": 0},
     )
     # Every list_runs filter is served by an index whose tail is created_us, so
     # "newest first, limit N" reads N index entries instead of sorting.
-    db["runs"].create_index(["created_us"], index_name="runs_by_time")
-    db["runs"].create_index(["status", "created_us"], index_name="runs_by_status")
-    db["runs"].create_index(["graph", "created_us"], index_name="runs_by_graph")
-    db["runs"].create_index(["parent_run", "created_us"], index_name="runs_by_parent")
+    db.table("runs").create_index(["created_us"], index_name="runs_by_time")
+    db.table("runs").create_index(["status", "created_us"], index_name="runs_by_status")
+    db.table("runs").create_index(["graph", "created_us"], index_name="runs_by_graph")
+    db.table("runs").create_index(["parent_run", "created_us"], index_name="runs_by_parent")
 
     # WITHOUT ROWID keyed by (run_id, seq): one B-tree per checkpoint row, no extra
     # index. sqlite-utils cannot express WITHOUT ROWID, hence raw DDL here.
-    db.execute(
+    db.conn.execute(
         """
         CREATE TABLE checkpoints (
             run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -86,10 +93,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         ) WITHOUT ROWID
         """
     )
-    db.execute("CREATE UNIQUE INDEX checkpoints_by_cpid ON checkpoints(cpid) WHERE cpid IS NOT NULL")
-    db.execute("CREATE INDEX checkpoints_by_parent ON checkpoints(parent) WHERE parent <> ''")
+    db.conn.execute(
+        "CREATE UNIQUE INDEX checkpoints_by_cpid ON checkpoints(cpid) WHERE cpid IS NOT NULL"
+    )
+    db.conn.execute("CREATE INDEX checkpoints_by_parent ON checkpoints(parent) WHERE parent <> ''")
 
-    db["vals"].create(
+    db.table("vals").create(
         {
             "id": int,
             "hash": bytes,  # sha256 of a whole value; NULL for append segments
@@ -101,11 +110,11 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"data"},
     )
-    db.execute("CREATE UNIQUE INDEX vals_by_hash ON vals(hash) WHERE hash IS NOT NULL")
+    db.conn.execute("CREATE UNIQUE INDEX vals_by_hash ON vals(hash) WHERE hash IS NOT NULL")
 
     # Keyed by (run_id, n), WITHOUT ROWID: a run's events are one contiguous range of
     # one B-tree, and a commit touches one page fewer than a rowid table plus index.
-    db.execute(
+    db.conn.execute(
         """
         CREATE TABLE events (
             run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -152,12 +161,17 @@ def check_file(path: str, *, quick_check: bool = True) -> bool:
         raise _fail(path, "is not a graphorch database (not even an SQLite file)")
     if len(header) < 100:
         raise _fail(path, "is corrupt (truncated SQLite header)")
-    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    # Without a -wal beside it the main file is the whole truth: read it immutable so
+    # not even a -shm/-wal file appears next to a file we may refuse.
+    immutable = not os.path.exists(path + "-wal")
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro" + ("&immutable=1" if immutable else "")
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         if app_id != APPLICATION_ID:
             if app_id == 0 and version == 0 and not tables:
                 return True
@@ -208,8 +222,9 @@ def open_connection(
     """
     if writer:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                           timeout=busy_timeout)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if writer:
@@ -242,6 +257,10 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
                 f"{path} was upgraded by a newer graphorch (schema version {version}); "
                 "upgrade graphorch (pip install -U graphorch)"
             )
+        # Imported here: sqlite_utils costs ~0.15 s to import, and only a new or
+        # outdated file needs it; opening a current one must stay fast for resume.
+        import sqlite_utils
+
         db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
         for step in MIGRATIONS[version:]:
             step(db)

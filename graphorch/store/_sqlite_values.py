@@ -24,9 +24,9 @@ import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-from ..exceptions import DatabaseError
+from graphorch.exceptions import DatabaseError
 
 __all__ = [
     "FANOUT",
@@ -52,7 +52,7 @@ FANOUT = 32
 
 _US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1)
-_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def encode_time(dt: datetime) -> tuple[int, int | None]:
@@ -71,7 +71,7 @@ def decode_time(us: int, offset: int | None) -> datetime:
     """The datetime :func:`encode_time` encoded."""
     if offset is None:
         return _EPOCH + timedelta(microseconds=us)
-    tz = timezone.utc if offset == 0 else timezone(timedelta(seconds=offset))
+    tz = UTC if offset == 0 else timezone(timedelta(seconds=offset))
     return (_EPOCH_UTC + timedelta(microseconds=us)).astimezone(tz)
 
 

@@ -14,6 +14,7 @@ commit) fails alone. Callers are woken only after COMMIT returned.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -24,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import anyio.lowlevel
 
-from ..exceptions import DatabaseError, StoreError
+from graphorch.exceptions import DatabaseError, StoreError
 
 T = TypeVar("T")
 
@@ -79,10 +80,9 @@ class Job(Generic[T]):
     def wake(self) -> None:
         """Wake the awaiting task on its own event loop, without waiting for it."""
         token = self.token
-        try:
+        # If the caller's event loop is gone, nobody is waiting: nothing to do.
+        with contextlib.suppress(Exception):
             token.backend_class.run_sync_soon(self.event.set, (), token.native_token)
-        except Exception:  # the caller's event loop is gone; nobody is waiting
-            pass
 
 
 _STOP = object()
@@ -272,11 +272,9 @@ class Worker:
                     job.error = translate(exc, self._path)
                     rolled_back = True
                     if conn.in_transaction:
-                        try:
+                        with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK TO job")
                             conn.execute("RELEASE job")
-                        except sqlite3.Error:
-                            pass
                     # Before the next job: it must not reuse rows that were rolled back.
                     if self._on_rollback is not None:
                         self._on_rollback()
@@ -299,9 +297,7 @@ class Worker:
                 job.result = None
                 job.error = err
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
         if rolled_back and self._on_rollback is not None:
             self._on_rollback()

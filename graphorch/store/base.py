@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from ..events import Event
-from ..types import CheckpointId, RunId, RunStatus
+from graphorch.events import Event
+from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = [
     "AppendField",
@@ -30,8 +30,8 @@ __all__ = [
     "RunRecord",
     "RunUpdate",
     "SetField",
-    "StoredCheckpoint",
     "Store",
+    "StoredCheckpoint",
     "apply_append",
 ]
 
@@ -309,4 +309,3 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the store's resources."""
         ...
-

@@ -7,16 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from ..events import Event
-from ..exceptions import (
+from graphorch.events import Event
+from graphorch.exceptions import (
     CheckpointNotFoundError,
     LeaseLostError,
     RunLockedError,
     RunNotFoundError,
     StoreError,
 )
-from ..types import CheckpointId, RunId, RunStatus
-from .base import (
+from graphorch.store.base import (
     AppendField,
     CheckpointInfo,
     CheckpointWrite,
@@ -26,6 +25,7 @@ from .base import (
     StoredCheckpoint,
     apply_append,
 )
+from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = ["MemoryStore"]
 

@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from ..events import Event, event_from_data
-from ..exceptions import (
+from graphorch.events import Event, event_from_data
+from graphorch.exceptions import (
     CheckpointNotFoundError,
     LeaseLostError,
     RunLockedError,
     RunNotFoundError,
     StoreError,
 )
-from ..types import CheckpointId, RunId, RunStatus
-from ._sqlite_schema import check_file, open_connection
-from ._sqlite_values import (
+from graphorch.store._sqlite_schema import check_file, open_connection
+from graphorch.store._sqlite_values import (
     Ref,
     ValueCache,
     decode_fields,
@@ -31,8 +30,8 @@ from ._sqlite_values import (
     encode_time,
     materialize,
 )
-from ._sqlite_worker import Worker
-from .base import (
+from graphorch.store._sqlite_worker import Worker
+from graphorch.store.base import (
     AppendField,
     CheckpointInfo,
     CheckpointWrite,
@@ -41,6 +40,7 @@ from .base import (
     RunUpdate,
     StoredCheckpoint,
 )
+from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = ["SQLiteStore"]
 
@@ -115,10 +115,8 @@ def _genesis(run_id: str) -> bytes:
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
     seq: int = row[13]
-    if row[16] > row[8]:
-        updated = decode_time(row[16], row[17])
-    else:
-        updated = decode_time(row[8], row[9])
+    # The row changes on status changes, the head on every step: the later one counts.
+    updated = decode_time(row[16], row[17]) if row[16] > row[8] else decode_time(row[8], row[9])
     return RunRecord(
         run_id=RunId(row[0]),
         graph=row[1],
@@ -712,9 +710,10 @@ class SQLiteStore:
             rows = conn.execute(
                 f"SELECT {_CP_COLS} FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
-            if not rows and not conn.execute(
-                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone():
+            if (
+                not rows
+                and not conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            ):
                 raise RunNotFoundError(run_id)
             return [_info_from_row(r) for r in rows]
 
@@ -772,9 +771,10 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT data FROM events WHERE run_id = ? ORDER BY n", (run_id,)
             ).fetchall()
-            if not rows and not conn.execute(
-                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone():
+            if (
+                not rows
+                and not conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            ):
                 raise RunNotFoundError(run_id)
             return [str(r[0]) for r in rows]
 
