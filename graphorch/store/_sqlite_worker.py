@@ -88,6 +88,35 @@ class Job(Generic[T]):
 _STOP = object()
 
 
+def _set_all(events: list[anyio.Event]) -> None:
+    for event in events:
+        event.set()
+
+
+def _wake_all(batch: list[Job[Any]]) -> None:
+    """Wake a batch's callers with one call per event loop, not one per job.
+
+    Each cross-thread wake-up makes the loop thread contend for the GIL with this
+    thread; one per batch lets the loop run every woken task in one go while this
+    thread waits for the next batch.
+    """
+    if len(batch) == 1:
+        batch[0].wake()
+        return
+    by_loop: dict[object, tuple[Job[Any], list[anyio.Event]]] = {}
+    for job in batch:
+        key = job.token.native_token
+        entry = by_loop.get(key)
+        if entry is None:
+            by_loop[key] = (job, [job.event])
+        else:
+            entry[1].append(job.event)
+    for first, events in by_loop.values():
+        token = first.token
+        with contextlib.suppress(Exception):
+            token.backend_class.run_sync_soon(_set_all, (events,), token.native_token)
+
+
 class Worker:
     """Owns a connection in a thread; ``await call(fn)`` runs ``fn(conn)`` there.
 
@@ -163,6 +192,7 @@ class Worker:
             self._open_error = exc
         finally:
             self.opened.set()
+        last_batch = 1
         try:
             while True:
                 item = self._queue.get()
@@ -171,6 +201,8 @@ class Worker:
                 batch: list[Job[Any]] = [item]
                 stop = False
                 if self._transactional and not item.solo:
+                    if last_batch > 1:
+                        self._linger(last_batch)
                     while len(batch) < _MAX_BATCH:
                         try:
                             nxt = self._queue.get_nowait()
@@ -185,11 +217,30 @@ class Worker:
                             break
                         batch.append(nxt)
                 self._run(conn, batch)
+                last_batch = len(batch)
                 if stop:
                     return
         finally:
             if conn is not None:
                 conn.close()
+
+    def _linger(self, expected: int) -> None:
+        """Give concurrent callers a moment to queue their jobs before a batch starts.
+
+        After a batch of many, the event loop is busy waking their tasks, each of which
+        queues its next job. Starting the next transaction at the first job would fight
+        the loop thread for the GIL at every statement and commit a sliver of the work;
+        waiting (at most 2 ms) until the queue stops growing commits it all at once.
+        Sequential callers (batches of one) never wait.
+        """
+        deadline = time.monotonic() + 0.002
+        seen = -1
+        while True:
+            size = self._queue.qsize()
+            if size == seen or size + 1 >= expected or time.monotonic() > deadline:
+                return
+            seen = size
+            time.sleep(0.0001)
 
     def _run(self, conn: sqlite3.Connection | None, batch: list[Job[Any]]) -> None:
         try:
@@ -202,8 +253,7 @@ class Worker:
             else:
                 self._run_transaction(conn, batch)
         finally:
-            for job in batch:
-                job.wake()
+            _wake_all(batch)
 
     def _run_alone(self, conn: sqlite3.Connection, job: Job[Any]) -> None:
         deadline = time.monotonic() + BUSY_RETRY_SECONDS

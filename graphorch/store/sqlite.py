@@ -604,8 +604,9 @@ class SQLiteStore:
                 chunk = names[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
-                    f"SELECT parent FROM checkpoints WHERE parent <> '' AND parent IN ({marks})",
-                    chunk,
+                    "SELECT parent FROM checkpoints WHERE parent <> '' AND run_id <> ?"
+                    f" AND parent IN ({marks})",
+                    [run_id, *chunk],
                 ):
                     victims.pop(str(r[0]), None)  # a fork still points here
             gone = list(victims.values())
