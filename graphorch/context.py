@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .types import RunId
+
+if TYPE_CHECKING:
+    from .toolbox import ToolBox
 
 __all__ = ["BacktrackInfo", "Context"]
 
@@ -38,6 +41,8 @@ class Context(Generic[DepsT]):
 
     __slots__ = (
         "_emit",
+        "_tools",
+        "_tools_factory",
         "attempt",
         "backtracked",
         "deps",
@@ -60,6 +65,7 @@ class Context(Generic[DepsT]):
         deps: DepsT,
         backtracked: BacktrackInfo | None,
         emit: Callable[[str, str, dict[str, Any]], None],
+        tools: Callable[[], ToolBox] | None = None,
     ) -> None:
         self.run_id = run_id
         self.graph = graph
@@ -70,6 +76,17 @@ class Context(Generic[DepsT]):
         self.deps = deps
         self.backtracked = backtracked
         self._emit = emit
+        self._tools_factory = tools
+        self._tools: ToolBox | None = None
+
+    @property
+    def tools(self) -> ToolBox:
+        """The tools this run's role may call; every call is policed and journaled."""
+        if self._tools is None:
+            if self._tools_factory is None:
+                raise RuntimeError("this context has no tools")
+            self._tools = self._tools_factory()
+        return self._tools
 
     def emit(self, name: str, **data: Any) -> None:
         """Emit a custom event, streamed live and committed with the step."""

@@ -12,18 +12,21 @@ from typing import Any, ClassVar, cast
 
 __all__ = [
     "Backtracked",
+    "CallResolved",
     "CustomEvent",
     "Event",
     "Retrying",
     "RunCancelled",
     "RunFailed",
     "RunFinished",
+    "RunNeedsAttention",
     "RunResumed",
     "RunStarted",
     "RunStopped",
     "RunWaiting",
     "StepFinished",
     "StepStarted",
+    "ToolCalled",
     "event_from_data",
 ]
 
@@ -162,6 +165,56 @@ class CustomEvent(Event):
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCalled(Event):
+    """Audit: a tool call and its outcome.
+
+    Attributes:
+        role: the role the run acted under.
+        node: the node that made the call.
+        tool: the tool.
+        key: the call's idempotency key.
+        args: the arguments, after the redaction hook.
+        outcome: ``succeeded``, ``failed``, ``replayed`` or ``denied``.
+        decision: the policy decision (``allow`` or the refusing rule).
+        duration: seconds the call took (0 when replayed or denied).
+        error: what went wrong, if anything.
+    """
+
+    kind: ClassVar[str] = "tool_called"
+    role: str
+    node: str
+    tool: str
+    key: str
+    args: dict[str, Any]
+    outcome: str
+    decision: str
+    duration: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunNeedsAttention(Event):
+    """The run stopped: a call's outcome is unknown after a crash; a person must say."""
+
+    kind: ClassVar[str] = "run_needs_attention"
+    node: str
+    tool: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallResolved(Event):
+    """Audit: an operator marked an interrupted call done or failed."""
+
+    kind: ClassVar[str] = "call_resolved"
+    key: str
+    tool: str
+    outcome: str
+    by: str
+
+
 _KINDS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -177,6 +230,9 @@ _KINDS: dict[str, type[Event]] = {
         RunCancelled,
         RunStopped,
         CustomEvent,
+        ToolCalled,
+        RunNeedsAttention,
+        CallResolved,
     )
 }
 

@@ -15,13 +15,24 @@ one is to blame, the ``node``. Store errors come from the durable layer.
     │   ├── StateUpdateError            a node returned a bad change
     │   │   ├── ConflictingUpdateError  parallel branches wrote one field, no reducer
     │   │   └── UnserializableStateError  a value cannot be checkpointed
+    │   ├── ToolError                   a tool call went wrong (tool, key)
+    │   │   ├── UnknownToolError
+    │   │   ├── ToolArgumentsError      arguments do not fit the tool's schema
+    │   │   ├── ToolFailedError         the tool raised (after its retries)
+    │   │   ├── ToolTimeoutError
+    │   │   ├── ToolResultError         the result does not fit the declared type
+    │   │   └── PolicyDeniedError       a guardrail refused the call (rule)
+    │   │       └── RateLimitedError    no slot within the limit's max_wait
+    │   ├── NeedsAttentionError         a call's outcome is unknown after a crash
     │   ├── RunLimitError               a stopping rule ended the run
     │   │   ├── MaxStepsExceededError
     │   │   ├── VisitLimitExceededError
-    │   │   └── RunTimeoutError
+    │   │   ├── RunTimeoutError
+    │   │   └── BudgetExceededError     tool calls or cost over the run's budget
     │   ├── RunCancelledError
     │   ├── RunNotActiveError           stepping a run that has already stopped
     │   └── LeaseLostError              another owner took over the run
+    ├── RenderError                     a diagram could not be drawn (e.g. no `dot`)
     └── StoreError                      the durable layer
         ├── RunNotFoundError
         ├── CheckpointNotFoundError
@@ -35,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "BudgetExceededError",
     "CheckpointNotFoundError",
     "ConflictingUpdateError",
     "DatabaseError",
@@ -46,8 +58,12 @@ __all__ = [
     "InputValidationError",
     "LeaseLostError",
     "MaxStepsExceededError",
+    "NeedsAttentionError",
     "NodeError",
     "NodeTimeoutError",
+    "PolicyDeniedError",
+    "RateLimitedError",
+    "RenderError",
     "RunCancelledError",
     "RunError",
     "RunLimitError",
@@ -57,6 +73,12 @@ __all__ = [
     "RunTimeoutError",
     "StateUpdateError",
     "StoreError",
+    "ToolArgumentsError",
+    "ToolError",
+    "ToolFailedError",
+    "ToolResultError",
+    "ToolTimeoutError",
+    "UnknownToolError",
     "UnserializableStateError",
     "VisitLimitExceededError",
 ]
@@ -100,19 +122,24 @@ class RunError(GraphorchError):
     Attributes:
         run_id: the run it happened in.
         node: the node to blame, if any.
+        reason: the message without the run and node prefix.
     """
 
     def __init__(self, message: str, *, run_id: str | None = None, node: str | None = None):
         self.run_id = run_id
         self.node = node
-        where: list[str] = []
-        if run_id is not None:
-            where.append(f"run {run_id}")
-        if node is not None:
-            where.append(f"node {node!r}")
-        prefix = f"[{', '.join(where)}] " if where else ""
         self.reason = message
-        super().__init__(prefix + message)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # built when shown: the runtime fills run_id in after the error was raised
+        where: list[str] = []
+        if self.run_id is not None:
+            where.append(f"run {self.run_id}")
+        if self.node is not None:
+            where.append(f"node {self.node!r}")
+        prefix = f"[{', '.join(where)}] " if where else ""
+        return prefix + self.reason
 
 
 class NodeError(RunError):
@@ -170,6 +197,102 @@ class RunTimeoutError(RunLimitError):
     """The run ran past its ``timeout``."""
 
 
+class BudgetExceededError(RunLimitError):
+    """The run spent its budget of tool calls or cost."""
+
+
+class ToolError(RunError):
+    """A tool call went wrong. Node code may catch it and route on it.
+
+    Attributes:
+        tool: the tool's name.
+        key: the call's idempotency key, if it got one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str,
+        run_id: str | None = None,
+        node: str | None = None,
+        key: str | None = None,
+    ):
+        self.tool = tool
+        self.key = key
+        super().__init__(message, run_id=run_id, node=node)
+
+
+class UnknownToolError(ToolError):
+    """No tool of that name is registered."""
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments do not validate against the tool's schema."""
+
+
+class ToolFailedError(ToolError):
+    """The tool raised; ``__cause__`` is the original exception."""
+
+
+class ToolTimeoutError(ToolError):
+    """The tool ran past its timeout."""
+
+
+class ToolResultError(ToolError):
+    """The tool returned something that does not fit its declared result type."""
+
+
+class PolicyDeniedError(ToolError):
+    """A guardrail refused the call.
+
+    Attributes:
+        rule: the rule that refused it (``role``, ``read_only``, ``rate_limit`` or a
+            custom policy's name).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str,
+        rule: str,
+        run_id: str | None = None,
+        node: str | None = None,
+        key: str | None = None,
+    ):
+        self.rule = rule
+        super().__init__(message, tool=tool, run_id=run_id, node=node, key=key)
+
+
+class RateLimitedError(PolicyDeniedError):
+    """No slot under a rate limit came free within its ``max_wait``."""
+
+
+class NeedsAttentionError(RunError):
+    """A non-idempotent call started before a crash and its outcome is unknown.
+
+    An operator marks it done (with its result) or failed, then resumes the run.
+
+    Attributes:
+        key: the call's idempotency key.
+        tool: the tool's name.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        tool: str,
+        run_id: str | None = None,
+        node: str | None = None,
+    ):
+        self.key = key
+        self.tool = tool
+        super().__init__(message, run_id=run_id, node=node)
+
+
 class RunCancelledError(RunError):
     """The run was cancelled."""
 
@@ -180,6 +303,11 @@ class RunNotActiveError(RunError):
 
 class LeaseLostError(RunError):
     """This process lost the run's lease to another owner; it wrote nothing more."""
+
+
+class RenderError(GraphorchError):
+    """A graph or run could not be drawn: Graphviz's ``dot`` is missing or failed, the
+    output format is unknown, or an overlay belongs to another graph."""
 
 
 class StoreError(GraphorchError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-from .exceptions import CheckpointNotFoundError, GraphDefinitionError, GraphorchError
+from .exceptions import CheckpointNotFoundError, GraphDefinitionError, RenderError
 from .graph import START, FrozenGraph, Graph
 from .nodes import ApproveNode, DelegateNode, Node, ToolNode
 from .types import RunStatus
@@ -78,11 +78,6 @@ _TIMES = "\u00d7"  # the multiplication sign of visit counts: "plan \u00d72"
 _FADED = "#9E9E9E"
 _BACKTRACK = "#8E24AA"
 _DELEGATION = "#7E57C2"
-
-
-class RenderError(GraphorchError):
-    """A graph or run could not be drawn: Graphviz's ``dot`` is missing or failed, the
-    output format is unknown, or an overlay belongs to another graph."""
 
 
 # -- the run overlay ---------------------------------------------------------------

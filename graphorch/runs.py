@@ -34,6 +34,7 @@ from .events import (
     RunCancelled,
     RunFailed,
     RunFinished,
+    RunNeedsAttention,
     RunStopped,
     StepFinished,
     StepStarted,
@@ -42,6 +43,7 @@ from .exceptions import (
     EdgeConditionError,
     LeaseLostError,
     MaxStepsExceededError,
+    NeedsAttentionError,
     NodeError,
     NodeTimeoutError,
     RunCancelledError,
@@ -54,6 +56,8 @@ from .exceptions import (
 from .graph import FrozenGraph
 from .nodes import Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.base import CheckpointWrite, Lease, RunUpdate
+from .store.journal import ToolCallRecord
+from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
 
 if TYPE_CHECKING:
@@ -184,6 +188,7 @@ class Run(Generic[StateT]):
         timeout: float | None,
         backtracked: BacktrackInfo | None,
         pending_events: list[Event] | None = None,
+        ledger: CallLedger | None = None,
     ) -> None:
         self._rt = runtime
         self.graph = graph
@@ -212,6 +217,8 @@ class Run(Generic[StateT]):
         self._scope: anyio.CancelScope | None = None
         self._cancel_reason: str | None = None
         self._stepping = False
+        self.ledger = ledger if ledger is not None else CallLedger()
+        self.publish = self._publish
 
     def __repr__(self) -> str:
         where = f" next={list(self.next_nodes)}" if self.next_nodes else ""
@@ -431,7 +438,6 @@ class Run(Generic[StateT]):
                 if not retryable or attempt >= attempts or isinstance(exc, StateUpdateError):
                     if attempts > 1 and attempt > 1:
                         error.reason += f" (after {attempt} attempts)"
-                        error.args = (f"{error.args[0]} (after {attempt} attempts)",)
                     raise _Stop(error) from exc
                 assert retry is not None
                 delay = retry.delay(attempt)
@@ -450,6 +456,8 @@ class Run(Generic[StateT]):
 
     def _context(self, node: Node, attempt: int) -> Context[Any]:
         back = self._backtracked if self._backtracked is not None else None
+        engine = self._rt.engine
+        name = node.name
         return Context(
             run_id=self.id,
             graph=self.graph.name,
@@ -460,10 +468,23 @@ class Run(Generic[StateT]):
             deps=self.deps,
             backtracked=back,
             emit=self._emit_custom,
+            tools=lambda: ToolBox(engine, self, name),
         )
 
     def _emit_custom(self, node: str, name: str, data: dict[str, Any]) -> None:
         self._publish(CustomEvent(run_id=self.id, step=self.steps, node=node, name=name, data=data))
+
+    async def journal_started(self, record: ToolCallRecord) -> None:
+        """Durably mark a call as started (with any results not yet written)."""
+        calls = [*self.ledger.unsent, record]
+        self.ledger.unsent = []
+        events, self._pending = self._pending, []
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._rt.store.journal(self._lease, calls, events, run_id=self.id)
+        except LeaseLostError as err:
+            err.run_id = self.id
+            raise _Stop(err, RunStatus.RUNNING) from None
 
     async def _call_node(self, node: Node, attempt: int) -> _Outcome:
         if isinstance(node, PlanNode):
@@ -474,7 +495,12 @@ class Run(Generic[StateT]):
             if node.output is not None:
                 output = await _invoke(node.output, self.state, self._context(node, attempt))
             return _Outcome(node.name, output=output, ended=True)
-        return await self._rt.execute_node(self, node, attempt)
+        return self._outcome(node, await self._rt.execute_node(self, node, attempt))
+
+    @property
+    def engine(self) -> CallEngine:
+        """The runtime's tool-call engine."""
+        return self._rt.engine
 
     def _outcome(self, node: Node, result: Any) -> _Outcome:
         if isinstance(result, Backtrack):
@@ -538,6 +564,9 @@ class Run(Generic[StateT]):
         return targets
 
     async def _commit(self, nodes: tuple[str, ...], outcomes: Sequence[_Outcome]) -> StepResult:
+        stop_error = self.ledger.stop_error()
+        if stop_error is not None:
+            raise _Stop(stop_error)
         schema = self.graph.schema
         old = self.state
         branches = [(o.node, o.changes) for o in outcomes if o.changes]
@@ -605,7 +634,7 @@ class Run(Generic[StateT]):
             )
         if ended is not None:
             self._publish(RunFinished(run_id=self.id, step=steps, node=ended.node, output=output))
-        meta = _meta(steps, self.visits, backtrack_info)
+        meta = _meta(steps, self.visits, backtrack_info, self.ledger)
         write = CheckpointWrite(
             checkpoint_id=cp_id,
             run_id=self.id,
@@ -624,6 +653,7 @@ class Run(Generic[StateT]):
             output=output_json,
         )
         await self._write(write, update)
+        self.ledger.replay.clear()
         self.state = new_state
         self.seq = seq
         self.steps = steps
@@ -638,6 +668,7 @@ class Run(Generic[StateT]):
 
     async def _write(self, write: CheckpointWrite | None, update: RunUpdate) -> None:
         events, self._pending = self._pending, []
+        calls, self.ledger.unsent = self.ledger.unsent, []
         scope = self._scope
         try:
             if scope is not None:
@@ -645,14 +676,14 @@ class Run(Generic[StateT]):
                 scope.shield = True
                 try:
                     await self._rt.store.commit_step(
-                        self._lease, write, update, events, run_id=self.id
+                        self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
                     )
                 finally:
                     scope.shield = False
             else:
                 with anyio.CancelScope(shield=True):
                     await self._rt.store.commit_step(
-                        self._lease, write, update, events, run_id=self.id
+                        self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
                     )
         except LeaseLostError as err:
             # another process owns the run now: stop quietly, write nothing more
@@ -677,21 +708,35 @@ class Run(Generic[StateT]):
                 self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
             self._pending.clear()
             return self._stopped_result(nodes, err)
-        self._publish(
-            RunFailed(
-                run_id=self.id,
-                step=self.steps,
-                node=err.node,
-                reason=err.reason,
-                error_type=type(err).__name__,
+        status = RunStatus.FAILED
+        if isinstance(err, NeedsAttentionError):
+            status = RunStatus.NEEDS_ATTENTION
+            self._publish(
+                RunNeedsAttention(
+                    run_id=self.id,
+                    step=self.steps,
+                    node=err.node or "",
+                    tool=err.tool,
+                    key=err.key,
+                    reason=err.reason,
+                )
             )
-        )
-        update = RunUpdate(status=RunStatus.FAILED, reason=err.reason, error_node=err.node)
+        else:
+            self._publish(
+                RunFailed(
+                    run_id=self.id,
+                    step=self.steps,
+                    node=err.node,
+                    reason=err.reason,
+                    error_type=type(err).__name__,
+                )
+            )
+        update = RunUpdate(status=status, reason=err.reason, error_node=err.node)
         try:
             await self._write(None, update)
         except _Stop as lost:
             return self._stopped_result(nodes, lost.error)
-        self.status = RunStatus.FAILED
+        self.status = status
         self.reason = err.reason
         self.error_node = err.node
         self.error = err
@@ -720,6 +765,11 @@ class Run(Generic[StateT]):
                 await self._rt.store.release_lease(lease)
 
 
+async def invoke_node_fn(run: Run[Any], node: Node, fn: Any, attempt: int) -> Any:
+    """Call a node's user function with the run's state and a fresh Context."""
+    return await _invoke(fn, run.state, run._context(node, attempt))  # pyright: ignore[reportPrivateUsage]
+
+
 @functools.cache
 def _calling(fn: Any) -> tuple[bool, bool]:
     """(takes the context, is async) for a user function, worked out once."""
@@ -741,11 +791,21 @@ async def _invoke(fn: Any, state: Any, ctx: Context[Any]) -> Any:
     return result
 
 
-def _meta(steps: int, visits: Mapping[str, int], back: BacktrackInfo | None) -> bytes:
+def _meta(
+    steps: int, visits: Mapping[str, int], back: BacktrackInfo | None, ledger: CallLedger
+) -> bytes:
     data: dict[str, Any] = {"steps": steps, "visits": visits}
+    if ledger.calls:
+        data["calls"] = ledger.calls
+        data["cost"] = ledger.cost
     if back is not None:
         data["backtracked"] = {"source": back.source, "reason": back.reason}
     return to_json(data)
+
+
+def _calls_kw(calls: list[ToolCallRecord]) -> dict[str, Any]:
+    # stores learn `calls=` with the journal; steps without calls keep the old signature
+    return {"calls": calls} if calls else {}
 
 
 def _now() -> datetime:

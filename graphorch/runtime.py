@@ -16,13 +16,15 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from .context import BacktrackInfo
-from .events import Event, RunResumed, RunStarted
+from .events import CallResolved, Event, RunResumed, RunStarted
 from .exceptions import (
     DefinitionError,
     EdgeConditionError,
@@ -32,9 +34,21 @@ from .exceptions import (
     RunNotActiveError,
 )
 from .graph import START, FrozenGraph, Graph
-from .nodes import Node
-from .run import Run, RunResult
-from .store.base import CheckpointInfo, CheckpointWrite, Lease, RunRecord, Store, StoredCheckpoint
+from .nodes import Node, ToolNode
+from .policies import Guardrails
+from .store.journal import CallStatus, ToolCallRecord
+from .tools import ToolRegistry
+from .toolbox import CallEngine, CallLedger, run_tool_node
+from .runs import Run, RunResult
+from .store.base import (
+    CheckpointInfo,
+    CheckpointWrite,
+    Lease,
+    RunRecord,
+    RunUpdate,
+    Store,
+    StoredCheckpoint,
+)
 from .store.memory import MemoryStore
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id, new_run_id
 
@@ -60,6 +74,8 @@ class Runtime:
         store: where runs are checkpointed (default: an in-memory store).
         graphs: graphs this runtime can resume by name (started graphs are added).
         deps: the default dependencies injected into every run's ``ctx.deps``.
+        tools: the tools runs may call (through tool nodes and ``ctx.tools``).
+        guardrails: the checks applied to every tool call.
         lease_ttl: seconds a run's ownership lasts without renewal; a process that
             died releases its runs after this long.
     """
@@ -70,9 +86,14 @@ class Runtime:
         *,
         graphs: Iterable[GraphLike] = (),
         deps: Any = None,
+        tools: ToolRegistry | None = None,
+        guardrails: Guardrails | None = None,
         lease_ttl: float = 30.0,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
+        self.tools = tools if tools is not None else ToolRegistry()
+        self.guardrails = guardrails if guardrails is not None else Guardrails()
+        self.engine = CallEngine(self.tools, self.guardrails)
         self.deps = deps
         self.lease_ttl = lease_ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -218,9 +239,28 @@ class Runtime:
         stored = await self.store.get_checkpoint(record.run_id, record.head)
         state = self._load_state(frozen, stored, record.run_id)
         lease = None
-        if record.status is RunStatus.RUNNING:
+        ledger = CallLedger()
+        if record.status in (RunStatus.RUNNING, RunStatus.NEEDS_ATTENTION):
             lease = await self.store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
-        return self._handle(frozen, record, stored.meta, state, deps, lease)
+            calls = await self.store.list_calls(record.run_id, seq=record.seq)
+            ledger.replay = {c.key: c for c in calls}
+            unsettled = [
+                c
+                for c in calls
+                if c.status is CallStatus.STARTED
+                and not (self.tools.get(c.tool) and self.tools.get(c.tool).idempotent)  # type: ignore[union-attr]
+            ]
+            if record.status is RunStatus.NEEDS_ATTENTION and not unsettled:
+                # an operator settled the call: the run may go on
+                await self.store.commit_step(
+                    lease,
+                    None,
+                    RunUpdate(status=RunStatus.RUNNING),
+                    [],
+                    run_id=record.run_id,
+                )
+                record = await self.store.get_run(record.run_id)
+        return self._handle(frozen, record, stored.meta, state, deps, lease, ledger=ledger)
 
     async def fork(
         self,
@@ -312,8 +352,13 @@ class Runtime:
         deps: Any,
         lease: Lease | None,
         pending: list[Event] | None = None,
+        *,
+        ledger: CallLedger | None = None,
     ) -> Run[Any]:
         meta: dict[str, Any] = json.loads(raw_meta) if raw_meta else {}
+        ledger = ledger if ledger is not None else CallLedger()
+        ledger.calls = int(meta.get("calls", 0))
+        ledger.cost = float(meta.get("cost", 0.0))
         back: dict[str, str] | None = meta.get("backtracked")
         steps = int(meta.get("steps", 0))
         visits: dict[str, int] = dict(meta.get("visits", {}))
@@ -341,6 +386,7 @@ class Runtime:
             timeout=None,
             backtracked=BacktrackInfo(back["source"], back["reason"]) if back else None,
             pending_events=events,
+            ledger=ledger,
         )
 
     # -- reading -----------------------------------------------------------------
@@ -367,10 +413,70 @@ class Runtime:
         stored = await self.store.get_checkpoint(record.run_id, ref)
         return self._load_state(frozen, stored, record.run_id)
 
+    async def calls(self, run_id: str) -> list[ToolCallRecord]:
+        """The run's journaled tool calls, in the order they started."""
+        return await self.store.list_calls(RunId(run_id))
+
+    async def resolve_call(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        by: str,
+        result: Any = None,
+        failed: bool = False,
+        error: str | None = None,
+    ) -> ToolCallRecord:
+        """Settle a call whose outcome a crash left unknown (run ``needs_attention``).
+
+        Say it succeeded (with the ``result`` to replay) or ``failed``; the decision is
+        audited with ``by``. Then :meth:`resume` the run.
+        """
+        record = await self.store.get_run(RunId(run_id))
+        calls = {c.key: c for c in await self.store.list_calls(record.run_id)}
+        call = calls.get(key)
+        if call is None:
+            raise InputValidationError(
+                f"run {run_id} has no call {key!r}; its calls: {', '.join(calls) or 'none'}"
+            )
+        if call.status is not CallStatus.STARTED:
+            raise InputValidationError(f"call {key!r} already {call.status.value}; nothing to settle")
+        now = datetime.now(UTC)
+        if failed:
+            settled = replace(
+                call,
+                status=CallStatus.FAILED,
+                error=error or f"marked failed by {by}",
+                error_type="ToolFailedError",
+                finished_at=now,
+                resolved_by=by,
+            )
+        else:
+            settled = replace(
+                call,
+                status=CallStatus.SUCCEEDED,
+                result=to_json(result),
+                finished_at=now,
+                resolved_by=by,
+            )
+        meta = json.loads((await self.store.get_checkpoint(record.run_id, record.head)).meta)
+        event = CallResolved(
+            run_id=record.run_id,
+            step=int(meta.get("steps", 0)),
+            key=key,
+            tool=call.tool,
+            outcome=settled.status.value,
+            by=by,
+        )
+        await self.store.journal(None, [settled], [event], run_id=record.run_id)
+        return settled
+
     # -- node kinds filled in by later layers -------------------------------------
 
     async def execute_node(self, run: Run[Any], node: Node, attempt: int) -> Any:
         """Run a tool, delegate or approve node (the kinds with runtime services)."""
+        if isinstance(node, ToolNode):
+            return await run_tool_node(run, node, attempt)
         raise RunError(
             f"{node.kind.value} nodes cannot run yet in this version of graphorch",
             run_id=run.id,

@@ -110,7 +110,12 @@ def test_every_exception_is_exported_from_the_package() -> None:
 
 
 def test_the_three_branches_do_not_overlap() -> None:
-    branches = (graphorch.DefinitionError, graphorch.RunError, graphorch.StoreError)
+    branches = (
+        graphorch.DefinitionError,
+        graphorch.RunError,
+        graphorch.StoreError,
+        graphorch.RenderError,
+    )
     for cls in _exception_classes():
         if cls in (graphorch.GraphorchError, *branches):
             continue
