@@ -4,11 +4,12 @@ Typed graphs of plan, tool, delegate, approve and end nodes, run by an anyio run
 that checkpoints every step, so runs resume after a crash and backtrack to any step.
 """
 
-from .context import BacktrackInfo, Context
+from .context import BacktrackInfo, Context, ErrorInfo
 from .events import (
     Backtracked,
     CallResolved,
     CustomEvent,
+    ErrorRouted,
     Event,
     Retrying,
     RunCancelled,
@@ -109,6 +110,8 @@ __all__ = [
     "Edge",
     "EdgeConditionError",
     "EndNode",
+    "ErrorInfo",
+    "ErrorRouted",
     "Event",
     "FrozenGraph",
     "Graph",

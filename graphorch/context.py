@@ -11,9 +11,18 @@ from .types import RunId
 if TYPE_CHECKING:
     from .toolbox import ToolBox
 
-__all__ = ["BacktrackInfo", "Context"]
+__all__ = ["BacktrackInfo", "Context", "ErrorInfo"]
 
 DepsT = TypeVar("DepsT")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why the run came here along an error edge: ``source`` failed with ``error_type``."""
+
+    source: str
+    error_type: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,7 @@ class Context(Generic[DepsT]):
         deps: the dependencies (HTTP clients, connections, ...) the runtime injected.
             They are never checkpointed; a resumed run gets fresh ones.
         backtracked: set when a later node sent the run back here, saying why.
+        error: set when the run came here along an error edge, saying what failed.
     """
 
     __slots__ = (
@@ -46,6 +56,7 @@ class Context(Generic[DepsT]):
         "attempt",
         "backtracked",
         "deps",
+        "error",
         "graph",
         "node",
         "role",
@@ -66,6 +77,7 @@ class Context(Generic[DepsT]):
         backtracked: BacktrackInfo | None,
         emit: Callable[[str, str, dict[str, Any]], None],
         tools: Callable[[], ToolBox] | None = None,
+        error: ErrorInfo | None = None,
     ) -> None:
         self.run_id = run_id
         self.graph = graph
@@ -76,6 +88,7 @@ class Context(Generic[DepsT]):
         self.deps = deps
         self.backtracked = backtracked
         self._emit = emit
+        self.error = error
         self._tools_factory = tools
         self._tools: ToolBox | None = None
 

@@ -14,6 +14,7 @@ __all__ = [
     "Backtracked",
     "CallResolved",
     "CustomEvent",
+    "ErrorRouted",
     "Event",
     "Retrying",
     "RunCancelled",
@@ -108,6 +109,17 @@ class Backtracked(Event):
     kind: ClassVar[str] = "backtracked"
     node: str
     to: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorRouted(Event):
+    """A node failed and the run took its error edge instead of failing."""
+
+    kind: ClassVar[str] = "error_routed"
+    node: str
+    to: tuple[str, ...]
+    error_type: str
     reason: str
 
 
@@ -224,6 +236,7 @@ _KINDS: dict[str, type[Event]] = {
         StepFinished,
         Retrying,
         Backtracked,
+        ErrorRouted,
         RunWaiting,
         RunFinished,
         RunFailed,
@@ -244,6 +257,6 @@ def event_from_data(data: dict[str, Any]) -> Event:
     if cls is None:
         raise ValueError(f"unknown event kind in {data!r}")
     for name, value in values.items():
-        if isinstance(value, list) and name in ("changed", "next_nodes"):
+        if isinstance(value, list) and name in ("changed", "next_nodes", "to"):
             values[name] = tuple(cast(list[Any], value))  # JSON has no tuples
     return cls(**values)

@@ -337,7 +337,19 @@ class CheckpointNotFoundError(StoreError, KeyError):
 
 
 class RunLockedError(StoreError):
-    """Another live owner holds the run's lease."""
+    """Another owner holds the run's lease.
+
+    Attributes:
+        owner: the holder (``"host:pid:token"`` for graphorch runtimes), if known.
+        expires_at: when its lease runs out (seconds since the epoch), if known.
+    """
+
+    def __init__(
+        self, message: str, *, owner: str | None = None, expires_at: float | None = None
+    ) -> None:
+        self.owner = owner
+        self.expires_at = expires_at
+        super().__init__(message)
 
 
 class IncompatibleGraphError(StoreError):

@@ -53,27 +53,61 @@ class Edge:
     Attributes:
         when: a predicate over the state; None makes this the default edge.
         label: shown in diagrams (else the predicate's name).
+        on_error: makes this an error edge: it fires only when the node fails with one
+            of these exception types (matched against the error and its cause).
     """
 
     source: str
     targets: tuple[str, ...]
     when: Callable[[Any], bool] | None = None
     label: str | None = None
+    on_error: tuple[type[BaseException], ...] | None = None
 
     @property
     def is_default(self) -> bool:
-        """True when the edge has no condition."""
-        return self.when is None
+        """True when the edge has no condition (and is not an error edge)."""
+        return self.when is None and self.on_error is None
+
+    @property
+    def is_error(self) -> bool:
+        """True for an error edge (``on_error=``)."""
+        return self.on_error is not None
+
+    def catches(self, error: BaseException) -> bool:
+        """Whether this error edge fires for ``error`` (or the exception that caused it)."""
+        if self.on_error is None:
+            return False
+        cause = error.__cause__
+        return isinstance(error, self.on_error) or (
+            cause is not None and isinstance(cause, self.on_error)
+        )
 
     @property
     def display_label(self) -> str:
         """The label to show: ``label=``, else the predicate's name, else empty."""
         if self.label is not None:
             return self.label
+        if self.on_error is not None:
+            return "on " + " | ".join(t.__name__ for t in self.on_error)
         if self.when is None:
             return ""
         name = getattr(self.when, "__name__", "condition")
         return "condition" if name == "<lambda>" else name
+
+
+def _error_types(value: object) -> tuple[type[BaseException], ...] | None:
+    """The exception types of ``on_error=`` (True: every recoverable error)."""
+    if value is True:
+        return (Exception,)
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return (value,)
+    if (
+        isinstance(value, tuple)
+        and value
+        and all(isinstance(t, type) and issubclass(t, BaseException) for t in value)  # pyright: ignore[reportUnknownVariableType]
+    ):
+        return cast("tuple[type[BaseException], ...]", value)
+    return None
 
 
 def _retry(value: Retry | int | None) -> Retry | None:
@@ -473,10 +507,16 @@ class Graph(Generic[StateT, DepsT]):
         *,
         when: Callable[[StateT], bool] | None = None,
         label: str | None = None,
+        on_error: type[BaseException] | tuple[type[BaseException], ...] | bool | None = None,
     ) -> Graph[StateT, DepsT]:
         """Add a transition. Edges from one node are tried in the order declared: every
         edge whose ``when`` holds fires (their targets run in parallel); the one edge
         without ``when`` fires only when none did. A list of targets runs them in parallel.
+
+        ``on_error=`` makes an error edge instead: when the node fails (after its
+        retries) with one of those exception types (``True``: any error a node can
+        recover from, such as a tool error, a failed node or a bad change), the run
+        goes there with its state unchanged, and the target sees ``ctx.error``.
         """
         self._frozen = None
         if isinstance(target, str):
@@ -509,8 +549,16 @@ class Graph(Generic[StateT, DepsT]):
             )
         if label is not None and not isinstance(label, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             self._problems.append(f"{where}: label= must be a str, got {type(label).__name__}")
+        errors = _error_types(on_error)
+        if on_error is not None and on_error is not False and errors is None:
+            self._problems.append(
+                f"{where}: on_error= takes an exception class, a tuple of them, or True"
+            )
+            return self
+        if errors is not None and when is not None:
+            self._problems.append(f"{where}: an edge takes when= or on_error=, not both")
         if isinstance(source, str) and all(isinstance(t, str) for t in targets):  # pyright: ignore[reportUnnecessaryIsInstance]
-            self._edges.setdefault(source, []).append(Edge(source, targets, when, label))
+            self._edges.setdefault(source, []).append(Edge(source, targets, when, label, errors))
         return self
 
     # -- freezing --------------------------------------------------------------
@@ -552,7 +600,7 @@ class Graph(Generic[StateT, DepsT]):
                 [n, node.kind.value, list(node.backtrack)] for n, node in self._nodes.items()
             ],
             "edges": [
-                [source, list(e.targets), e.is_default]
+                [source, list(e.targets), e.is_default, e.is_error]
                 for source, outgoing in self._edges.items()
                 for e in outgoing
             ],
@@ -592,6 +640,10 @@ class Graph(Generic[StateT, DepsT]):
             if source not in known:
                 found.append(f"edge from unknown node {source!r}")
             defaults = [e for e in outgoing if e.is_default]
+            if outgoing and all(e.is_error for e in outgoing) and source in nodes:
+                found.append(
+                    f"node {source!r} has only error edges; add an edge for when it succeeds"
+                )
             if len(defaults) > 1:
                 targets = ", ".join(repr(",".join(e.targets)) for e in defaults)
                 found.append(

@@ -77,6 +77,7 @@ _PATH = "#2E7D32"
 _TIMES = "\u00d7"  # the multiplication sign of visit counts: "plan \u00d72"
 _FADED = "#9E9E9E"
 _BACKTRACK = "#8E24AA"
+_ERROR_EDGE = "#D84315"
 _DELEGATION = "#7E57C2"
 
 
@@ -321,10 +322,18 @@ class _Builder:
             lines = [name] if detail is None else [name, detail]
             scope.nodes.append(_Node(ids[name], node.kind.value, lines, node.description))
         for source, outgoing in graph.edges.items():
-            conditional = any(not e.is_default for e in outgoing)
+            conditional = any(not e.is_default and not e.is_error for e in outgoing)
             forks = 0
             for edge in outgoing:
-                style = "cond" if not edge.is_default else "default" if conditional else "plain"
+                style = (
+                    "error"
+                    if edge.is_error
+                    else "cond"
+                    if not edge.is_default
+                    else "default"
+                    if conditional
+                    else "plain"
+                )
                 label = edge.display_label or ("else" if style == "default" else "")
                 pairs = tuple((source, t) for t in edge.targets) if top else ()
                 if len(edge.targets) == 1:
@@ -454,6 +463,8 @@ def _dot_link(link: _Link) -> dict[str, str]:
         attrs["label"] = label
     if link.style == "default":
         attrs["style"] = "dashed"
+    elif link.style == "error":
+        attrs |= {"style": "dashed", "color": _ERROR_EDGE, "fontcolor": _ERROR_EDGE}
     elif link.style == "backtrack":
         attrs |= {"style": "dotted", "color": _BACKTRACK, "fontcolor": _BACKTRACK}
         attrs["constraint"] = "false"
@@ -625,7 +636,7 @@ def to_mermaid(
     _mermaid_scope(drawing.root, out, ids, 1, styles)
     link_styles: dict[str, list[int]] = {}
     for index, link in enumerate(drawing.links):
-        dotted = link.style in ("default", "backtrack", "delegate")
+        dotted = link.style in ("default", "backtrack", "delegate", "error")
         arrow = ("-.->" if link.arrow else "-.-") if dotted else ("-->" if link.arrow else "---")
         label = link.label
         if link.taken and link.taken > 1:
@@ -641,6 +652,7 @@ def to_mermaid(
     out.extend(styles)
     colours = {
         "backtrack": f"stroke:{_BACKTRACK},color:{_BACKTRACK}",
+        "error": f"stroke:{_ERROR_EDGE},color:{_ERROR_EDGE}",
         "delegate": f"stroke:{_DELEGATION},color:{_DELEGATION}",
         "taken": f"stroke:{_PATH},stroke-width:3px,color:{_PATH}",
         "skipped": f"stroke:#BDBDBD,color:{_FADED}",

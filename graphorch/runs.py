@@ -25,10 +25,11 @@ import anyio.to_thread
 from pydantic import BaseModel
 from pydantic_core import to_json, to_jsonable_python
 
-from .context import BacktrackInfo, Context
+from .context import BacktrackInfo, Context, ErrorInfo
 from .events import (
     Backtracked,
     CustomEvent,
+    ErrorRouted,
     Event,
     Retrying,
     RunCancelled,
@@ -40,6 +41,7 @@ from .events import (
     StepStarted,
 )
 from .exceptions import (
+    BudgetExceededError,
     EdgeConditionError,
     LeaseLostError,
     MaxStepsExceededError,
@@ -51,6 +53,7 @@ from .exceptions import (
     RunNotActiveError,
     RunTimeoutError,
     StateUpdateError,
+    ToolError,
     VisitLimitExceededError,
 )
 from .graph import FrozenGraph
@@ -68,6 +71,9 @@ __all__ = ["Run", "RunResult", "StepResult"]
 StateT = TypeVar("StateT", bound=BaseModel)
 
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
+# errors a node can recover from along an error edge, and those that always stop the run
+_ROUTABLE = (NodeError, NodeTimeoutError, ToolError, StateUpdateError, EdgeConditionError)
+_FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 
 
@@ -147,6 +153,7 @@ class _Outcome:
     backtrack: Backtrack | None = None
     output: Any = None
     ended: bool = False
+    routed: tuple[tuple[str, ...], ErrorInfo] | None = None
 
 
 class _Stop(Exception):
@@ -187,6 +194,7 @@ class Run(Generic[StateT]):
         max_steps: int | None,
         timeout: float | None,
         backtracked: BacktrackInfo | None,
+        error: ErrorInfo | None = None,
         pending_events: list[Event] | None = None,
         ledger: CallLedger | None = None,
     ) -> None:
@@ -210,6 +218,7 @@ class Run(Generic[StateT]):
         self.max_steps = max_steps if max_steps is not None else graph.max_steps
         self.timeout = timeout if timeout is not None else graph.timeout
         self._backtracked = backtracked
+        self._error = error
         self._pending: list[Event] = pending_events or []
         self._history: deque[Event] = deque(self._pending, maxlen=_EVENT_BUFFER)
         self._event_count = len(self._history)
@@ -264,7 +273,36 @@ class Run(Generic[StateT]):
     # -- driving -----------------------------------------------------------------
 
     async def wait(self) -> RunResult[StateT]:
-        """Advance until the run ends, waits for a person, or fails."""
+        """Advance until the run ends, waits for a person, or fails.
+
+        While it drives the run, a heartbeat keeps the run's lease alive, so a node
+        that runs longer than the lease's time to live does not lose the run.
+        """
+        if self._lease is None or not self.active:
+            return await self._drive()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat)
+            try:
+                return await self._drive()
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _heartbeat(self) -> None:
+        interval = self._rt.lease_ttl / 3
+        while self._lease is not None:
+            await anyio.sleep(interval)
+            lease = self._lease
+            if lease is None or time.monotonic() - self._lease_renewed < interval:
+                continue
+            try:
+                renewed = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
+            except LeaseLostError:
+                return  # the next commit is fenced and stops the run quietly
+            if self._lease is not None:
+                self._lease = renewed
+                self._lease_renewed = time.monotonic()
+
+    async def _drive(self) -> RunResult[StateT]:
         since_yield = 0
         while self.active:
             await self.step()
@@ -334,7 +372,7 @@ class Run(Generic[StateT]):
             self._scope = scope
             try:
                 if len(nodes) == 1:
-                    outcomes = [await self._run_node(graph.nodes[nodes[0]])]
+                    outcomes = [await self._run_routed(graph.nodes[nodes[0]])]
                 else:
                     outcomes = await self._run_parallel(nodes)
                 return await self._commit(nodes, outcomes)
@@ -393,7 +431,7 @@ class Run(Generic[StateT]):
 
         async def branch(i: int, name: str) -> None:
             try:
-                outcomes[i] = await self._run_node(self.graph.nodes[name])
+                outcomes[i] = await self._run_routed(self.graph.nodes[name])
             except _Stop as stop:
                 errors.append(stop)
                 tg.cancel_scope.cancel()
@@ -404,6 +442,20 @@ class Run(Generic[StateT]):
         if errors:
             raise errors[0]
         return [o for o in outcomes if o is not None]
+
+    async def _run_routed(self, node: Node) -> _Outcome:
+        """Run a node; a recoverable failure with a matching error edge goes there."""
+        try:
+            return await self._run_node(node)
+        except _Stop as stop:
+            err = stop.error
+            if not isinstance(err, _ROUTABLE) or isinstance(err, _FATAL):
+                raise
+            for edge in self.graph.edges.get(node.name, ()):
+                if edge.catches(err):
+                    info = ErrorInfo(node.name, type(err).__name__, err.reason)
+                    return _Outcome(node.name, routed=(edge.targets, info))
+            raise
 
     async def _run_node(self, node: Node) -> _Outcome:
         name = node.name
@@ -469,6 +521,7 @@ class Run(Generic[StateT]):
             backtracked=back,
             emit=self._emit_custom,
             tools=lambda: ToolBox(engine, self, name),
+            error=self._error,
         )
 
     def _emit_custom(self, node: str, name: str, data: dict[str, Any]) -> None:
@@ -535,6 +588,8 @@ class Run(Generic[StateT]):
         targets: list[str] = []
         default: tuple[str, ...] = ()
         for edge in self.graph.edges.get(name, ()):
+            if edge.on_error is not None:
+                continue
             if edge.when is None:
                 default = edge.targets
                 continue
@@ -582,9 +637,23 @@ class Run(Generic[StateT]):
         ended: _Outcome | None = None
         next_nodes: list[str] = []
         backtrack_info: BacktrackInfo | None = None
+        error_info: ErrorInfo | None = None
         for o in outcomes:
             if o.ended:
                 ended = ended or o
+            elif o.routed is not None:
+                targets, error_info = o.routed
+                next_nodes.extend(targets)
+                self._publish(
+                    ErrorRouted(
+                        run_id=self.id,
+                        step=self.steps,
+                        node=o.node,
+                        to=targets,
+                        error_type=error_info.error_type,
+                        reason=error_info.reason,
+                    )
+                )
             elif o.backtrack is not None:
                 next_nodes.append(o.backtrack.to)
                 backtrack_info = BacktrackInfo(o.node, o.backtrack.reason)
@@ -634,7 +703,7 @@ class Run(Generic[StateT]):
             )
         if ended is not None:
             self._publish(RunFinished(run_id=self.id, step=steps, node=ended.node, output=output))
-        meta = _meta(steps, self.visits, backtrack_info, self.ledger)
+        meta = _meta(steps, self.visits, backtrack_info, self.ledger, error_info)
         write = CheckpointWrite(
             checkpoint_id=cp_id,
             run_id=self.id,
@@ -659,6 +728,7 @@ class Run(Generic[StateT]):
         self.steps = steps
         self.next_nodes = next_tuple
         self._backtracked = backtrack_info
+        self._error = error_info
         self.status = status
         if ended is not None:
             self.reason = update.reason
@@ -792,9 +862,15 @@ async def _invoke(fn: Any, state: Any, ctx: Context[Any]) -> Any:
 
 
 def _meta(
-    steps: int, visits: Mapping[str, int], back: BacktrackInfo | None, ledger: CallLedger
+    steps: int,
+    visits: Mapping[str, int],
+    back: BacktrackInfo | None,
+    ledger: CallLedger,
+    error: ErrorInfo | None = None,
 ) -> bytes:
     data: dict[str, Any] = {"steps": steps, "visits": visits}
+    if error is not None:
+        data["error"] = {"source": error.source, "type": error.error_type, "reason": error.reason}
     if ledger.calls:
         data["calls"] = ledger.calls
         data["cost"] = ledger.cost

@@ -23,7 +23,7 @@ import anyio
 from pydantic import BaseModel
 from pydantic_core import to_json
 
-from .context import BacktrackInfo
+from .context import BacktrackInfo, ErrorInfo
 from .events import CallResolved, Event, RunResumed, RunStarted
 from .exceptions import (
     DefinitionError,
@@ -360,6 +360,7 @@ class Runtime:
         ledger.calls = int(meta.get("calls", 0))
         ledger.cost = float(meta.get("cost", 0.0))
         back: dict[str, str] | None = meta.get("backtracked")
+        err: dict[str, str] | None = meta.get("error")
         steps = int(meta.get("steps", 0))
         visits: dict[str, int] = dict(meta.get("visits", {}))
         events = pending or []
@@ -385,6 +386,7 @@ class Runtime:
             max_steps=None,
             timeout=None,
             backtracked=BacktrackInfo(back["source"], back["reason"]) if back else None,
+            error=ErrorInfo(err["source"], err["type"], err["reason"]) if err else None,
             pending_events=events,
             ledger=ledger,
         )
@@ -440,7 +442,9 @@ class Runtime:
                 f"run {run_id} has no call {key!r}; its calls: {', '.join(calls) or 'none'}"
             )
         if call.status is not CallStatus.STARTED:
-            raise InputValidationError(f"call {key!r} already {call.status.value}; nothing to settle")
+            raise InputValidationError(
+                f"call {key!r} already {call.status.value}; nothing to settle"
+            )
         now = datetime.now(UTC)
         if failed:
             settled = replace(
@@ -496,6 +500,8 @@ def _first_nodes(graph: FrozenGraph[Any, Any], state: Any, run_id: RunId) -> tup
     targets: list[str] = []
     default: tuple[str, ...] = ()
     for edge in graph.edges[START]:
+        if edge.on_error is not None:
+            continue
         if edge.when is None:
             default = edge.targets
             continue

@@ -277,3 +277,30 @@ def test_add_node_takes_a_node() -> None:
     g = chain()
     with pytest.raises(go.DefinitionError, match=r"add_node\(\) takes a node.*got str"):
         g.add_node("a")  # pyright: ignore[reportArgumentType]
+
+
+def test_error_edges_take_exception_types_and_no_condition() -> None:
+    g = chain()
+    g.edge("a", "done", on_error="oops")  # type: ignore[arg-type]
+    one_problem(g, "on_error=", "exception class")
+    g = chain()
+    g.edge("a", "done", on_error=ValueError, when=is_ok)
+    one_problem(g, "when= or on_error=, not both")
+
+
+def test_a_node_with_only_error_edges_is_refused() -> None:
+    g = go.Graph("only_errors", state=S)
+    g.plan("a", step)
+    g.end("done")
+    g.edge(go.START, "a").edge("a", "done", on_error=True)
+    one_problem(g, "'a'", "only error edges")
+
+
+def test_an_error_edge_is_not_a_second_default_edge() -> None:
+    g = chain()
+    g.edge("a", "done", on_error=go.ToolError)
+    frozen = g.freeze()
+    [normal, error] = frozen.edges["a"]
+    assert normal.is_default and not error.is_default and error.is_error
+    assert error.display_label == "on ToolError"
+    assert error.catches(go.ToolError("x", tool="t")) and not error.catches(ValueError())

@@ -560,3 +560,44 @@ async def test_a_second_owner_cannot_resume_a_live_run() -> None:
     run = await go.Runtime(store).start(g, Counter())
     with pytest.raises(go.RunLockedError):
         await go.Runtime(store, graphs=[g]).resume(run.id)
+
+
+async def test_an_error_edge_catches_a_failed_node_and_says_what_failed() -> None:
+    g = go.Graph("fallible", state=Counter)
+
+    @g.plan(retry=go.Retry(attempts=2, backoff=0.001))
+    async def fetch(s: Counter) -> dict[str, Any]:
+        raise ConnectionError("upstream down")
+
+    @g.plan
+    async def fallback(s: Counter, ctx: go.Context[None]) -> dict[str, Any]:
+        assert ctx.error is not None
+        return {"note": f"{ctx.error.source}: {ctx.error.error_type}: {ctx.error.reason}"}
+
+    g.end("done", output=lambda s: s.note)
+    g.edge(go.START, "fetch")
+    g.edge("fetch", "done")
+    g.edge("fetch", "fallback", on_error=ConnectionError)
+    g.edge("fallback", "done")
+    rt = go.Runtime()
+    run = await rt.start(g, Counter(n=5))
+    first = await run.step()
+    assert first.status is go.RunStatus.RUNNING and first.next_nodes == ("fallback",)
+    assert dict(first.changes) == {} and run.state.n == 5
+    result = await run.wait()
+    assert result.output == (
+        "fetch: NodeError: raised ConnectionError: upstream down (after 2 attempts)"
+    )
+    routed = [e for e in await rt.store.list_events(run.id) if isinstance(e, go.ErrorRouted)]
+    assert [(r.node, r.to, r.error_type) for r in routed] == [("fetch", ("fallback",), "NodeError")]
+
+
+async def test_an_error_edge_for_another_error_type_does_not_fire() -> None:
+    g = go.Graph("picky_errors", state=Counter)
+    g.plan("fetch", lambda s: {"n": "not a number"})
+    g.plan("fallback", lambda s: None)
+    g.end("done")
+    g.edge(go.START, "fetch").edge("fetch", "done")
+    g.edge("fetch", "fallback", on_error=go.ToolError).edge("fallback", "done")
+    result = await (await go.Runtime().start(g, Counter())).wait()
+    assert result.status is go.RunStatus.FAILED and isinstance(result.error, go.StateUpdateError)
