@@ -15,8 +15,8 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -36,9 +36,6 @@ from .exceptions import (
 from .graph import START, FrozenGraph, Graph
 from .nodes import Node, ToolNode
 from .policies import Guardrails
-from .store.journal import CallStatus, ToolCallRecord
-from .tools import ToolRegistry
-from .toolbox import CallEngine, CallLedger, run_tool_node
 from .runs import Run, RunResult
 from .store.base import (
     CheckpointInfo,
@@ -49,7 +46,10 @@ from .store.base import (
     Store,
     StoredCheckpoint,
 )
+from .store.journal import CallStatus, ToolCallRecord
 from .store.memory import MemoryStore
+from .toolbox import CallEngine, CallLedger, run_tool_node
+from .tools import ToolRegistry
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id, new_run_id
 
 __all__ = ["Runtime", "run"]
