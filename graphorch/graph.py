@@ -167,6 +167,12 @@ class FrozenGraph(Generic[StateT, DepsT]):
         """The state model."""
         return cast("type[StateT]", self.schema.model)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter's rich display: the diagram (SVG when Graphviz is installed)."""
+        from .notebook import graph_mimebundle
+
+        return graph_mimebundle(self, include, exclude)
+
     def __repr__(self) -> str:
         return (
             f"<FrozenGraph {self.name!r}: {len(self.nodes)} nodes, fingerprint {self.fingerprint}>"
@@ -233,6 +239,12 @@ class Graph(Generic[StateT, DepsT]):
         self._problems: list[str] = []
         self._frozen: FrozenGraph[StateT, DepsT] | None = None
         self._freezing = False
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter's rich display: the diagram (SVG when Graphviz is installed)."""
+        from .notebook import graph_mimebundle
+
+        return graph_mimebundle(self, include, exclude)
 
     def __repr__(self) -> str:
         return (

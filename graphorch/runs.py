@@ -229,6 +229,12 @@ class Run(Generic[StateT]):
         self.ledger = ledger if ledger is not None else CallLedger()
         self.publish = self._publish
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter's rich display: the graph with this run's path, and its status."""
+        from .notebook import run_mimebundle
+
+        return run_mimebundle(self, include, exclude)
+
     def __repr__(self) -> str:
         where = f" next={list(self.next_nodes)}" if self.next_nodes else ""
         return f"<Run {self.id} graph={self.graph.name!r} {self.status.value} step={self.steps}{where}>"
