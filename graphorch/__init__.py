@@ -6,6 +6,9 @@ that checkpoints every step, so runs resume after a crash and backtrack to any s
 
 from .context import BacktrackInfo, Context, ErrorInfo
 from .events import (
+    ApprovalDecided,
+    ApprovalRefused,
+    ApprovalRequested,
     Backtracked,
     CallResolved,
     CustomEvent,
@@ -25,6 +28,10 @@ from .events import (
     ToolCalled,
 )
 from .exceptions import (
+    AlreadyDecidedError,
+    ApprovalError,
+    ApprovalNotFoundError,
+    ApprovalRejectedError,
     BudgetExceededError,
     CheckpointNotFoundError,
     ConflictingUpdateError,
@@ -40,6 +47,7 @@ from .exceptions import (
     NeedsAttentionError,
     NodeError,
     NodeTimeoutError,
+    NotAuthorizedError,
     PolicyDeniedError,
     RateLimitedError,
     RenderError,
@@ -63,6 +71,7 @@ from .exceptions import (
 )
 from .graph import START, Edge, FrozenGraph, Graph
 from .nodes import (
+    ApprovalOutcome,
     ApproveNode,
     Backtrack,
     DelegateNode,
@@ -72,6 +81,9 @@ from .nodes import (
     PlanNode,
     Retry,
     ToolNode,
+    approved,
+    expired,
+    rejected,
 )
 from .policies import Budget, Decision, Guardrails, Policy, ToolRequest
 from .render import RunOverlay, overlay_for, render, to_dot, to_mermaid, to_png, to_svg
@@ -79,6 +91,7 @@ from .runs import Run, RunResult, StepResult
 from .runtime import Runtime, run
 from .state import Reducer, add, append, merge, reducer
 from .store import MemoryStore, SQLiteStore, Store
+from .store.approvals import ApprovalRecord, ApprovalStatus
 from .store.base import CheckpointInfo, RunRecord
 from .store.journal import CallStatus, ToolCallRecord
 from .toolbox import ToolBox
@@ -89,6 +102,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "START",
+    "AlreadyDecidedError",
+    "ApprovalDecided",
+    "ApprovalError",
+    "ApprovalNotFoundError",
+    "ApprovalOutcome",
+    "ApprovalRecord",
+    "ApprovalRefused",
+    "ApprovalRejectedError",
+    "ApprovalRequested",
+    "ApprovalStatus",
     "ApproveNode",
     "Backtrack",
     "BacktrackInfo",
@@ -128,6 +151,7 @@ __all__ = [
     "NodeError",
     "NodeKind",
     "NodeTimeoutError",
+    "NotAuthorizedError",
     "PlanNode",
     "Policy",
     "PolicyDeniedError",
@@ -185,9 +209,12 @@ __all__ = [
     "__version__",
     "add",
     "append",
+    "approved",
+    "expired",
     "merge",
     "overlay_for",
     "reducer",
+    "rejected",
     "render",
     "run",
     "to_dot",

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 __all__ = [
+    "ApprovalDecided",
+    "ApprovalRefused",
+    "ApprovalRequested",
     "Backtracked",
     "CallResolved",
     "CustomEvent",
@@ -227,6 +230,42 @@ class CallResolved(Event):
     by: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested(Event):
+    """Audit: the run asks a person to decide."""
+
+    kind: ClassVar[str] = "approval_requested"
+    node: str
+    approval_id: str
+    prompt: str
+    approvers: tuple[str, ...]
+    roles: tuple[str, ...]
+    tool: str | None = None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided(Event):
+    """Audit: a person (or the expiry) decided an approval."""
+
+    kind: ClassVar[str] = "approval_decided"
+    approval_id: str
+    outcome: str
+    by: str
+    comment: str | None = None
+    edited: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRefused(Event):
+    """Audit: someone not allowed to decide tried to."""
+
+    kind: ClassVar[str] = "approval_refused"
+    approval_id: str
+    by: str
+    reason: str
+
+
 _KINDS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -246,8 +285,14 @@ _KINDS: dict[str, type[Event]] = {
         ToolCalled,
         RunNeedsAttention,
         CallResolved,
+        ApprovalRequested,
+        ApprovalDecided,
+        ApprovalRefused,
     )
 }
+
+
+_TUPLES = frozenset({"changed", "next_nodes", "to", "approvers", "roles", "edited"})
 
 
 def event_from_data(data: dict[str, Any]) -> Event:
@@ -257,6 +302,6 @@ def event_from_data(data: dict[str, Any]) -> Event:
     if cls is None:
         raise ValueError(f"unknown event kind in {data!r}")
     for name, value in values.items():
-        if isinstance(value, list) and name in ("changed", "next_nodes", "to"):
+        if isinstance(value, list) and name in _TUPLES:
             values[name] = tuple(cast(list[Any], value))  # JSON has no tuples
     return cls(**values)

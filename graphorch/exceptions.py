@@ -24,6 +24,11 @@ one is to blame, the ``node``. Store errors come from the durable layer.
     │   │   └── PolicyDeniedError       a guardrail refused the call (rule)
     │   │       └── RateLimitedError    no slot within the limit's max_wait
     │   ├── NeedsAttentionError         a call's outcome is unknown after a crash
+    │   ├── ApprovalError               deciding an approval went wrong (approval_id)
+    │   │   ├── ApprovalNotFoundError
+    │   │   ├── NotAuthorizedError      the decider may not decide this approval
+    │   │   ├── AlreadyDecidedError     someone else decided first (or it expired)
+    │   │   └── ApprovalRejectedError   a person said no and no edge handles it
     │   ├── RunLimitError               a stopping rule ended the run
     │   │   ├── MaxStepsExceededError
     │   │   ├── VisitLimitExceededError
@@ -46,6 +51,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "AlreadyDecidedError",
+    "ApprovalError",
+    "ApprovalNotFoundError",
+    "ApprovalRejectedError",
     "BudgetExceededError",
     "CheckpointNotFoundError",
     "ConflictingUpdateError",
@@ -61,6 +70,7 @@ __all__ = [
     "NeedsAttentionError",
     "NodeError",
     "NodeTimeoutError",
+    "NotAuthorizedError",
     "PolicyDeniedError",
     "RateLimitedError",
     "RenderError",
@@ -291,6 +301,41 @@ class NeedsAttentionError(RunError):
         self.key = key
         self.tool = tool
         super().__init__(message, run_id=run_id, node=node)
+
+
+class ApprovalError(RunError):
+    """Deciding an approval went wrong.
+
+    Attributes:
+        approval_id: the approval concerned, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        approval_id: str | None = None,
+        run_id: str | None = None,
+        node: str | None = None,
+    ):
+        self.approval_id = approval_id
+        super().__init__(message, run_id=run_id, node=node)
+
+
+class ApprovalNotFoundError(ApprovalError):
+    """No pending approval matches (wrong run id or approval id)."""
+
+
+class NotAuthorizedError(ApprovalError):
+    """The decider is not among the approval's approvers or roles."""
+
+
+class AlreadyDecidedError(ApprovalError):
+    """The approval was decided by someone else first, or has expired."""
+
+
+class ApprovalRejectedError(ApprovalError):
+    """A person rejected (or nobody decided in time) and no edge handles it."""
 
 
 class RunCancelledError(RunError):

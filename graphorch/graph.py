@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from .exceptions import DefinitionError, GraphDefinitionError
 from .nodes import (
+    ApprovalOutcome,
     ApproveNode,
     DelegateNode,
     EndNode,
@@ -161,6 +162,7 @@ class FrozenGraph(Generic[StateT, DepsT]):
     timeout: float | None
     fingerprint: str
     source: Graph[StateT, DepsT]
+    approval_required: frozenset[str] = frozenset()
 
     @property
     def state(self) -> type[StateT]:
@@ -239,6 +241,7 @@ class Graph(Generic[StateT, DepsT]):
         self._problems: list[str] = []
         self._frozen: FrozenGraph[StateT, DepsT] | None = None
         self._freezing = False
+        self._approval_required: set[str] = set()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Jupyter's rich display: the diagram (SVG when Graphviz is installed)."""
@@ -379,6 +382,7 @@ class Graph(Generic[StateT, DepsT]):
         tool: str | None = None,
         args: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None,
         result: str | None = None,
+        uses: Iterable[str] | str = (),
         retry: Retry | int | None = None,
         timeout: float | None = None,
         max_visits: int | None = None,
@@ -386,9 +390,11 @@ class Graph(Generic[StateT, DepsT]):
         description: str | None = None,
     ) -> Any:
         """Add a tool node: ``g.tool("n", tool="search", args=..., result="field")``
-        calls one tool declaratively; ``@g.tool`` on a function calls tools from code
-        through ``ctx.tools``.
+        calls one tool declaratively; ``@g.tool(uses=["search"])`` on a function calls
+        tools from code through ``ctx.tools`` (``uses=`` declares which, so approval
+        requirements can be proven; it is required for tools that need approval).
         """
+        used = (uses,) if isinstance(uses, str) else tuple(uses)
         common = self._common(retry, timeout, max_visits, backtrack, description)
 
         def register(f: Callable[..., Any] | None, node_name: str | None) -> Any:
@@ -397,7 +403,9 @@ class Graph(Generic[StateT, DepsT]):
                 if node_name is not None
                 else getattr(f, "__name__", None) or tool or "tool"
             )
-            self.add_node(ToolNode(name=label, tool=tool, args=args, result=result, fn=f, **common))
+            self.add_node(
+                ToolNode(name=label, tool=tool, args=args, result=result, fn=f, uses=used, **common)
+            )
             return f
 
         if callable(name):
@@ -510,6 +518,31 @@ class Graph(Generic[StateT, DepsT]):
 
         return decorator
 
+    # -- governance ------------------------------------------------------------
+
+    def require_approval(self, *tools: str | Iterable[str]) -> Graph[StateT, DepsT]:
+        """Require that every path from START to a call of these tools passes through
+        an approve node (e.g. ``g.require_approval(registry.destructive())``).
+
+        Freezing proves it over the graph's structure, delegated graphs included, or
+        fails naming one offending path. At run time a node may only call such a tool
+        if it declared it (``tool=`` or ``uses=``).
+        """
+        self._frozen = None
+        for entry in tools:
+            names = (entry,) if isinstance(entry, str) else tuple(entry)
+            for name in names:
+                if not isinstance(name, str) or not name:  # pyright: ignore[reportUnnecessaryIsInstance]
+                    self._problems.append(f"require_approval() takes tool names, got {name!r}")
+                else:
+                    self._approval_required.add(name)
+        return self
+
+    @property
+    def approval_required(self) -> frozenset[str]:
+        """The tools that may only be called after an approve node."""
+        return frozenset(self._approval_required)
+
     # -- edges -----------------------------------------------------------------
 
     def edge(
@@ -601,6 +634,7 @@ class Graph(Generic[StateT, DepsT]):
             timeout=self.timeout,
             fingerprint=self._fingerprint(),
             source=self,
+            approval_required=frozenset(self._approval_required),
         )
         return self._frozen
 
@@ -611,6 +645,7 @@ class Graph(Generic[StateT, DepsT]):
             "nodes": [
                 [n, node.kind.value, list(node.backtrack)] for n, node in self._nodes.items()
             ],
+            "approval_required": sorted(self._approval_required),
             "edges": [
                 [source, list(e.targets), e.is_default, e.is_error]
                 for source, outgoing in self._edges.items()
@@ -663,6 +698,13 @@ class Graph(Generic[StateT, DepsT]):
                     f"at most one edge may lack when=; list parallel targets in one edge"
                 )
             for e in outgoing:
+                if isinstance(e.when, ApprovalOutcome) and not isinstance(
+                    nodes.get(source), ApproveNode
+                ):
+                    found.append(
+                        f"edge {source!r} -> {','.join(e.targets)!r}: when=go.{e.when.outcome} "
+                        f"only routes edges that leave an approve node"
+                    )
                 for t in e.targets:
                     if t == START:
                         found.append(f"edge {source!r} -> START: nothing may lead back to START")
@@ -696,6 +738,7 @@ class Graph(Generic[StateT, DepsT]):
         for name in nodes:
             if name in reachable and name not in can_end and name not in dead_ends:
                 found.append(f"node {name!r} cannot reach any end node")
+        found += self._approval_problems(g)
         if self.max_steps is None:
             for scc in nx.strongly_connected_components(g):
                 members = sorted(scc)
@@ -708,6 +751,49 @@ class Graph(Generic[StateT, DepsT]):
                         f"set max_visits= on one of its nodes or max_steps= on the graph"
                     )
         return found
+
+    def unapproved_calls(
+        self, required: frozenset[str] | None = None, _seen: frozenset[str] = frozenset()
+    ) -> dict[str, list[str]]:
+        """Tools of ``required`` reachable from START without passing an approve node,
+        each with one offending path (node names, delegated graphs spelled inline).
+        """
+        import networkx as nx
+
+        required = self.approval_required if required is None else required
+        if not required:
+            return {}
+        g = _digraph(self._nodes, {k: v for k, v in self._edges.items()})
+        g.remove_edges_from(list(g.in_edges(START)))
+        g.remove_nodes_from([n for n, node in self._nodes.items() if isinstance(node, ApproveNode)])
+        found: dict[str, list[str]] = {}
+        for name, node in self._nodes.items():
+            if name not in g or not nx.has_path(g, START, name):
+                continue
+            calls: dict[str, str] = {}
+            if isinstance(node, ToolNode):
+                calls = {t: f"{name} (calls {t!r})" for t in node.calls if t in required}
+            elif isinstance(node, DelegateNode) and isinstance(node.graph, Graph):  # pyright: ignore[reportUnnecessaryIsInstance]
+                child = node.graph
+                if child.name not in _seen:
+                    inner = child.unapproved_calls(required, _seen | {self.name})
+                    calls = {
+                        t: f"{name} (delegates to {child.name!r}: {' -> '.join(p)})"
+                        for t, p in inner.items()
+                    }
+            for tool, last in calls.items():
+                if tool not in found:
+                    path: list[str] = nx.shortest_path(g, START, name)  # pyright: ignore[reportUnknownMemberType, reportAssignmentType]
+                    found[tool] = ["START", *path[1:-1], last]
+        return found
+
+    def _approval_problems(self, g: nx.DiGraph[str]) -> list[str]:
+        del g  # the proof works on its own copy without approve nodes
+        return [
+            f"tool {tool!r} needs approval but is reachable without passing an approve "
+            f"node: {' -> '.join(path)}"
+            for tool, path in sorted(self.unapproved_calls().items())
+        ]
 
     def _field_problems(self, node: Node, fields: set[str]) -> list[str]:
         named: list[tuple[str, object]] = []

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 __all__ = [
+    "ApprovalOutcome",
     "ApproveNode",
     "Backtrack",
     "DelegateNode",
@@ -25,6 +26,9 @@ __all__ = [
     "PlanNode",
     "Retry",
     "ToolNode",
+    "approved",
+    "expired",
+    "rejected",
 ]
 
 
@@ -59,6 +63,36 @@ class Retry:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         return min(self.max_delay, self.backoff * self.multiplier ** (attempt - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalOutcome:
+    """An edge condition on an approve node's decision: ``when=go.approved``.
+
+    Use :data:`approved`, :data:`rejected` or :data:`expired`. An expired request takes
+    the ``expired`` edge when there is one, else the ``rejected`` edge.
+    """
+
+    outcome: str
+
+    @property
+    def __name__(self) -> str:  # shown as the edge's label
+        return self.outcome
+
+    def __call__(self, state: Any) -> bool:
+        raise TypeError(
+            f"go.{self.outcome} only routes edges that leave an approve node"
+        )  # the runtime matches it against the decision instead
+
+
+approved = ApprovalOutcome("approved")
+"""Edge condition: the person approved (or approved with edits)."""
+
+rejected = ApprovalOutcome("rejected")
+"""Edge condition: the person rejected (also taken on expiry without an expired edge)."""
+
+expired = ApprovalOutcome("expired")
+"""Edge condition: nobody decided before the request expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +169,10 @@ class Node:
     backtrack: tuple[str, ...] = ()
     description: str | None = None
 
+    def calls_declared(self) -> tuple[str, ...]:
+        """The tools this node declared it calls (tool nodes: ``tool=`` or ``uses=``)."""
+        return ()
+
     def problems(self) -> list[str]:
         """What is wrong with this node's parameters (empty when all is well)."""
         found: list[str] = []
@@ -193,7 +231,8 @@ class ToolNode(Node):
     """Calls registered tools, policed and journaled by the runtime.
 
     Declaratively (``tool=``, ``args=`` from the state, ``result=`` a state field) or
-    from code through ``ctx.tools`` (``fn=``).
+    from code through ``ctx.tools`` (``fn=``), declaring the tools it may call in
+    ``uses=`` so approval requirements can be proven over the graph.
     """
 
     kind: ClassVar[NodeKind] = NodeKind.TOOL
@@ -201,6 +240,15 @@ class ToolNode(Node):
     args: Callable[[Any], Mapping[str, Any]] | Mapping[str, Any] | None = None
     result: str | None = None
     fn: Callable[..., Any] | None = None
+    uses: tuple[str, ...] = ()
+
+    @property
+    def calls(self) -> tuple[str, ...]:
+        """The tools this node may call."""
+        return (self.tool,) if self.tool is not None else self.uses
+
+    def calls_declared(self) -> tuple[str, ...]:
+        return self.calls
 
     def problems(self) -> list[str]:
         found = Node.problems(self)
@@ -216,6 +264,8 @@ class ToolNode(Node):
             found.append(f"node {self.name!r}: result= must name a state field")
         if callable(self.args):
             found += _check_fn(self.name, "args=", self.args, (1,))
+        if not all(isinstance(u, str) and u for u in self.uses):  # pyright: ignore[reportUnnecessaryIsInstance]
+            found.append(f"node {self.name!r}: uses= must list tool names")
         return found + _check_fn(self.name, "its function", self.fn, (1, 2))
 
 

@@ -120,6 +120,8 @@ class Guardrails:
             denied to them, or sent to a person with ``on_destructive="approve"``.
         on_destructive: ``"deny"`` or ``"approve"`` in read-only mode.
         approvers: who may approve a destructive call routed to a person.
+        approver_roles: roles whose members may approve such a call.
+        approval_expires_after: seconds until such a request expires (None: never).
         rate_limits: limits over every tool call (``scope="global"``) or per run
             (``scope="run"``); each tool's own ``rate_limit`` applies as well.
         budget: per-run limits on tool calls and cost.
@@ -131,6 +133,8 @@ class Guardrails:
     read_only: bool | Iterable[str] = False
     on_destructive: Literal["deny", "approve"] = "deny"
     approvers: frozenset[str] = field(default_factory=frozenset[str])
+    approver_roles: frozenset[str] = field(default_factory=frozenset[str])
+    approval_expires_after: float | None = None
     rate_limits: tuple[RateLimit, ...] = ()
     budget: Budget | None = None
     policies: tuple[Policy, ...] = ()
@@ -139,6 +143,17 @@ class Guardrails:
     def __post_init__(self) -> None:
         if self.on_destructive not in ("deny", "approve"):
             raise DefinitionError("Guardrails(on_destructive=...) must be 'deny' or 'approve'")
+        for name in ("approvers", "approver_roles"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # one name, not a set of letters
+                object.__setattr__(self, name, frozenset((value,)))
+            else:
+                object.__setattr__(self, name, frozenset(value))
+        if self.on_destructive == "approve" and not self.approvers and not self.approver_roles:
+            raise DefinitionError(
+                "Guardrails(on_destructive='approve') needs approvers= or approver_roles= "
+                "(who may approve a destructive call)"
+            )
         for limit in self.rate_limits:
             if not isinstance(limit, RateLimit):  # pyright: ignore[reportUnnecessaryIsInstance]
                 raise DefinitionError("Guardrails(rate_limits=...) takes go.RateLimit objects")
@@ -244,4 +259,3 @@ def budget_problem(budget: Budget | None, calls: int, cost: float, next_cost: fl
             f"(spent {cost:g}, this call costs {next_cost:g})"
         )
     return None
-

@@ -37,10 +37,12 @@ from .events import (
     RunFinished,
     RunNeedsAttention,
     RunStopped,
+    RunWaiting,
     StepFinished,
     StepStarted,
 )
 from .exceptions import (
+    ApprovalRejectedError,
     BudgetExceededError,
     EdgeConditionError,
     LeaseLostError,
@@ -57,8 +59,11 @@ from .exceptions import (
     VisitLimitExceededError,
 )
 from .graph import FrozenGraph
-from .nodes import Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
+from .approvals import ApprovalDesk, WaitForApproval
+from .graph import Edge
+from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.base import CheckpointWrite, Lease, RunUpdate
+from .store.approvals import ApprovalRecord
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
@@ -154,6 +159,9 @@ class _Outcome:
     output: Any = None
     ended: bool = False
     routed: tuple[tuple[str, ...], ErrorInfo] | None = None
+    approval: str | None = None
+    replace: bool = False
+    waiting: WaitForApproval | None = None
 
 
 class _Stop(Exception):
@@ -453,6 +461,8 @@ class Run(Generic[StateT]):
         """Run a node; a recoverable failure with a matching error edge goes there."""
         try:
             return await self._run_node(node)
+        except WaitForApproval as wait:
+            return _Outcome(node.name, waiting=wait)
         except _Stop as stop:
             err = stop.error
             if not isinstance(err, _ROUTABLE) or isinstance(err, _FATAL):
@@ -549,6 +559,10 @@ class Run(Generic[StateT]):
         if isinstance(node, PlanNode):
             result = await _invoke(node.fn, self.state, self._context(node, attempt))
             return self._outcome(node, result)
+        if isinstance(node, ApproveNode):
+            changes, outcome = await self._rt.desk.run_node(self, node)
+            normalized = self.graph.schema.normalize(self.state, changes, node=node.name)
+            return _Outcome(node.name, normalized, approval=outcome, replace=True)
         if isinstance(node, EndNode):
             output = None
             if node.output is not None:
@@ -590,11 +604,16 @@ class Run(Generic[StateT]):
         changes = schema.normalize(self.state, back.update, node=node.name)
         return _Outcome(node.name, changes, backtrack=back)
 
-    def _route(self, name: str, state: StateT) -> list[str]:
+    def _route(self, name: str, state: StateT, approval: str | None = None) -> list[str]:
+        edges = self.graph.edges.get(name, ())
+        if approval is not None:
+            by_outcome = self._route_decision(name, edges, approval)
+            if by_outcome is not None:
+                return by_outcome
         targets: list[str] = []
         default: tuple[str, ...] = ()
-        for edge in self.graph.edges.get(name, ()):
-            if edge.on_error is not None:
+        for edge in edges:
+            if edge.on_error is not None or isinstance(edge.when, ApprovalOutcome):
                 continue
             if edge.when is None:
                 default = edge.targets
@@ -624,16 +643,41 @@ class Run(Generic[StateT]):
             )
         return targets
 
+    def _route_decision(self, name: str, edges: Sequence[Edge], approval: str) -> list[str] | None:
+        """Edges for an approve node's decision; None: an approval goes the usual way."""
+        marked = {
+            edge.when.outcome: edge.targets
+            for edge in edges
+            if isinstance(edge.when, ApprovalOutcome)
+        }
+        if approval == "expired" and "expired" not in marked:
+            approval = "rejected"  # no expiry edge: an expired request counts as rejected
+        if approval in marked:
+            return list(marked[approval])
+        if approval == "approved":
+            return None
+        raise _Stop(
+            ApprovalRejectedError(
+                f"the approval was {approval} and the node has no when=go.{approval} edge",
+                run_id=self.id,
+                node=name,
+            )
+        )
+
     async def _commit(self, nodes: tuple[str, ...], outcomes: Sequence[_Outcome]) -> StepResult:
         stop_error = self.ledger.stop_error()
         if stop_error is not None:
             raise _Stop(stop_error)
+        waiting = [o for o in outcomes if o.waiting is not None]
+        if waiting:
+            return await self._wait_for_approval(nodes, waiting)
         schema = self.graph.schema
         old = self.state
         branches = [(o.node, o.changes) for o in outcomes if o.changes]
+        reduce = not any(o.replace for o in outcomes)
         try:
             if branches:
-                new_state, changed = schema.apply(old, branches)
+                new_state, changed = schema.apply(old, branches, reduce=reduce)
                 writes = schema.writes(old, new_state, changed, node=branches[0][0])
             else:
                 new_state, changed, writes = old, {}, {}
@@ -673,7 +717,7 @@ class Run(Generic[StateT]):
                     )
                 )
             else:
-                next_nodes.extend(self._route(o.node, new_state))
+                next_nodes.extend(self._route(o.node, new_state, o.approval))
         output_json: bytes | None = None
         if ended is not None:
             status = RunStatus.SUCCEEDED
@@ -742,7 +786,44 @@ class Run(Generic[StateT]):
             await self._release()
         return StepResult(self.id, nodes, changed, next_tuple, status, steps, cp_id)
 
-    async def _write(self, write: CheckpointWrite | None, update: RunUpdate) -> None:
+    @property
+    def approvals(self) -> ApprovalDesk:
+        """The runtime's approvals desk."""
+        return self._rt.desk
+
+    async def _wait_for_approval(
+        self, nodes: tuple[str, ...], waiting: Sequence[_Outcome]
+    ) -> StepResult:
+        """Nothing of this step is kept: the run waits at its checkpoint for a person."""
+        created: list[ApprovalRecord] = []
+        first = waiting[0]
+        for o in waiting:
+            assert o.waiting is not None
+            if o.waiting.created:
+                created.append(o.waiting.record)
+                self._publish(self._rt.desk.requested_event(self, o.waiting.record))
+        assert first.waiting is not None
+        record = first.waiting.record
+        who = ", ".join([*record.approvers, *(f"role {r}" for r in record.roles)])
+        what = f"the call to {record.tool!r}" if record.tool else f"node {record.node!r}"
+        reason = f"waiting for {who or 'a person'} to approve {what}"
+        self._publish(RunWaiting(run_id=self.id, step=self.steps, node=first.node, reason=reason))
+        update = RunUpdate(status=RunStatus.WAITING, reason=reason, error_node=first.node)
+        self.ledger.replay.clear()
+        await self._write(None, update, approvals=created)
+        self.status = RunStatus.WAITING
+        self.reason = reason
+        self.error_node = first.node
+        await self._release()
+        return StepResult(self.id, nodes, {}, self.next_nodes, self.status, self.steps, None)
+
+    async def _write(
+        self,
+        write: CheckpointWrite | None,
+        update: RunUpdate,
+        *,
+        approvals: Sequence[ApprovalRecord] = (),
+    ) -> None:
         events, self._pending = self._pending, []
         calls, self.ledger.unsent = self.ledger.unsent, []
         scope = self._scope
@@ -752,14 +833,24 @@ class Run(Generic[StateT]):
                 scope.shield = True
                 try:
                     await self._rt.store.commit_step(
-                        self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
+                        self._lease,
+                        write,
+                        update,
+                        events,
+                        run_id=self.id,
+                        **_calls_kw(calls, approvals),
                     )
                 finally:
                     scope.shield = False
             else:
                 with anyio.CancelScope(shield=True):
                     await self._rt.store.commit_step(
-                        self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
+                        self._lease,
+                        write,
+                        update,
+                        events,
+                        run_id=self.id,
+                        **_calls_kw(calls, approvals),
                     )
         except LeaseLostError as err:
             # another process owns the run now: stop quietly, write nothing more
@@ -885,9 +976,14 @@ def _meta(
     return to_json(data)
 
 
-def _calls_kw(calls: list[ToolCallRecord]) -> dict[str, Any]:
-    # stores learn `calls=` with the journal; steps without calls keep the old signature
-    return {"calls": calls} if calls else {}
+def _calls_kw(
+    calls: list[ToolCallRecord], approvals: Sequence[ApprovalRecord] = ()
+) -> dict[str, Any]:
+    # extra rows ride in the step's transaction; plain steps keep the short signature
+    extra: dict[str, Any] = {"calls": calls} if calls else {}
+    if approvals:
+        extra["approvals"] = approvals
+    return extra
 
 
 def _now() -> datetime:

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -35,7 +35,9 @@ from .exceptions import (
 )
 from .graph import START, FrozenGraph, Graph
 from .nodes import Node, ToolNode
+from .approvals import ApprovalDesk, Authorizer
 from .policies import Guardrails
+from .store.approvals import ApprovalRecord
 from .runs import Run, RunResult
 from .store.base import (
     CheckpointInfo,
@@ -76,6 +78,9 @@ class Runtime:
         deps: the default dependencies injected into every run's ``ctx.deps``.
         tools: the tools runs may call (through tool nodes and ``ctx.tools``).
         guardrails: the checks applied to every tool call.
+        roles_of: who is who: the roles a person holds (for approve nodes' ``roles=``).
+        authorize: your own identity check ``(person, approval) -> bool``; replaces
+            the approvers/roles check.
         lease_ttl: seconds a run's ownership lasts without renewal; a process that
             died releases its runs after this long.
     """
@@ -88,12 +93,15 @@ class Runtime:
         deps: Any = None,
         tools: ToolRegistry | None = None,
         guardrails: Guardrails | None = None,
+        roles_of: Callable[[str], Iterable[str]] | None = None,
+        authorize: Authorizer | None = None,
         lease_ttl: float = 30.0,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         self.tools = tools if tools is not None else ToolRegistry()
         self.guardrails = guardrails if guardrails is not None else Guardrails()
         self.engine = CallEngine(self.tools, self.guardrails)
+        self.desk = ApprovalDesk(self, roles_of=roles_of, authorize=authorize)
         self.deps = deps
         self.lease_ttl = lease_ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -106,6 +114,16 @@ class Runtime:
         frozen = _frozen(graph)
         self._graphs[frozen.name] = frozen
         return frozen
+
+    def graph_named(self, name: str) -> FrozenGraph[Any, Any]:
+        """A registered graph by name."""
+        found = self._graphs.get(name)
+        if found is None:
+            raise IncompatibleGraphError(
+                f"this runtime does not know graph {name!r}; pass it in "
+                f"Runtime(store, graphs=[...]) or start a run of it first"
+            )
+        return found
 
     def _graph_for(self, record: RunRecord, graph: GraphLike | None) -> FrozenGraph[Any, Any]:
         if graph is None:
@@ -240,7 +258,17 @@ class Runtime:
         state = self._load_state(frozen, stored, record.run_id)
         lease = None
         ledger = CallLedger()
-        if record.status in (RunStatus.RUNNING, RunStatus.NEEDS_ATTENTION):
+        if record.status is RunStatus.WAITING and not await self.desk.pending(record.run_id):
+            # the person decided (or the request expired): the run may go on
+            lease = await self.store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
+            await self.store.commit_step(
+                lease, None, RunUpdate(status=RunStatus.RUNNING), [], run_id=record.run_id
+            )
+            record = await self.store.get_run(record.run_id)
+            ledger.replay = {
+                c.key: c for c in await self.store.list_calls(record.run_id, seq=record.seq)
+            }
+        elif record.status in (RunStatus.RUNNING, RunStatus.NEEDS_ATTENTION):
             lease = await self.store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
             calls = await self.store.list_calls(record.run_id, seq=record.seq)
             ledger.replay = {c.key: c for c in calls}
@@ -414,6 +442,47 @@ class Runtime:
         ref = None if at is None else _checkpoint_ref(at)
         stored = await self.store.get_checkpoint(record.run_id, ref)
         return self._load_state(frozen, stored, record.run_id)
+
+    # -- approvals ---------------------------------------------------------------
+
+    async def pending_approvals(self, run_id: str | None = None) -> list[ApprovalRecord]:
+        """Pending approvals across all runs (or one run), oldest first."""
+        return await self.desk.pending(None if run_id is None else RunId(run_id))
+
+    async def approve(
+        self,
+        run_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        edits: Mapping[str, Any] | None = None,
+        approval_id: str | None = None,
+    ) -> ApprovalRecord:
+        """Approve the run's pending approval as ``by`` (optionally editing state fields).
+
+        Then resume the run, in this process or any other: ``await rt.resume(run_id)``.
+
+        Raises:
+            NotAuthorizedError: ``by`` may not decide it (the attempt is audited).
+            AlreadyDecidedError: someone decided first, or it expired.
+            InputValidationError: ``edits`` do not fit the state schema.
+        """
+        return await self.desk.decide(
+            run_id, by=by, approve=True, comment=comment, edits=edits, approval_id=approval_id
+        )
+
+    async def reject(
+        self,
+        run_id: str,
+        *,
+        by: str,
+        comment: str | None = None,
+        approval_id: str | None = None,
+    ) -> ApprovalRecord:
+        """Reject the run's pending approval as ``by``; see :meth:`approve`."""
+        return await self.desk.decide(
+            run_id, by=by, approve=False, comment=comment, approval_id=approval_id
+        )
 
     async def calls(self, run_id: str) -> list[ToolCallRecord]:
         """The run's journaled tool calls, in the order they started."""

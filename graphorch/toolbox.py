@@ -104,6 +104,19 @@ class CallEngine:
             )
             self._audit(run, node, name, key, redacted, "failed", "unknown_tool", error=err)
             raise err
+        required = run.graph.approval_required
+        if name in required and name not in run.graph.nodes[node].calls_declared():
+            err = PolicyDeniedError(
+                f"node {node!r} calls {name!r}, which needs approval, without declaring it "
+                f"(tool= or uses=); the approval guarantee cannot be checked for it",
+                tool=name,
+                rule="undeclared_tool",
+                run_id=run.id,
+                node=node,
+                key=key,
+            )
+            self._audit(run, node, name, key, redacted, "denied", "undeclared_tool", error=err)
+            raise err
         if known is not None and not tool.idempotent:
             err = NeedsAttentionError(
                 f"call {key} to {name!r} started before the process stopped and its outcome "
@@ -140,7 +153,13 @@ class CallEngine:
             cost_so_far=ledger.cost,
         )
         decision = self.guardrails.check(request)
-        if not decision.allowed:
+        if decision.needs_approval:
+            try:
+                await run.approvals.gate_call(run, node, key, name, redacted)
+            except PolicyDeniedError as err:
+                self._audit(run, node, name, key, redacted, "denied", "approval", error=err)
+                raise
+        elif not decision.allowed:
             err = PolicyDeniedError(
                 decision.reason, tool=name, rule=decision.rule, run_id=run.id, node=node, key=key
             )
@@ -315,7 +334,9 @@ class CallEngine:
                 value = tool.result_adapter.validate_python(value)
             return value
         cls = _ERRORS.get(record.error_type or "", ToolFailedError)
-        err = cls(record.error or "failed", tool=record.tool, run_id=run.id, node=node, key=record.key)
+        err = cls(
+            record.error or "failed", tool=record.tool, run_id=run.id, node=node, key=record.key
+        )
         self._audit(run, node, record.tool, record.key, args, "replayed", "journal", error=err)
         raise err
 
