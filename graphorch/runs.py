@@ -25,6 +25,7 @@ import anyio.to_thread
 from pydantic import BaseModel
 from pydantic_core import to_json, to_jsonable_python
 
+from .approvals import ApprovalDesk, WaitForApproval
 from .context import BacktrackInfo, Context, ErrorInfo
 from .events import (
     Backtracked,
@@ -58,12 +59,10 @@ from .exceptions import (
     ToolError,
     VisitLimitExceededError,
 )
-from .graph import FrozenGraph
-from .approvals import ApprovalDesk, WaitForApproval
-from .graph import Edge
+from .graph import Edge, FrozenGraph
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
-from .store.base import CheckpointWrite, Lease, RunUpdate
 from .store.approvals import ApprovalRecord
+from .store.base import CheckpointWrite, Lease, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id

@@ -23,6 +23,7 @@ import anyio
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from .approvals import ApprovalDesk, Authorizer
 from .context import BacktrackInfo, ErrorInfo
 from .events import CallResolved, Event, RunResumed, RunStarted
 from .exceptions import (
@@ -35,10 +36,9 @@ from .exceptions import (
 )
 from .graph import START, FrozenGraph, Graph
 from .nodes import Node, ToolNode
-from .approvals import ApprovalDesk, Authorizer
 from .policies import Guardrails
-from .store.approvals import ApprovalRecord
 from .runs import Run, RunResult
+from .store.approvals import ApprovalRecord
 from .store.base import (
     CheckpointInfo,
     CheckpointWrite,
