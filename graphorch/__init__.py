@@ -5,12 +5,14 @@ that checkpoints every step, so runs resume after a crash and backtrack to any s
 """
 
 from .context import BacktrackInfo, Context, ErrorInfo
+from .delegation import ChildOutcome
 from .events import (
     ApprovalDecided,
     ApprovalRefused,
     ApprovalRequested,
     Backtracked,
     CallResolved,
+    ChildRunStarted,
     CustomEvent,
     ErrorRouted,
     Event,
@@ -34,9 +36,11 @@ from .exceptions import (
     ApprovalRejectedError,
     BudgetExceededError,
     CheckpointNotFoundError,
+    ChildRunError,
     ConflictingUpdateError,
     DatabaseError,
     DefinitionError,
+    DelegationError,
     EdgeConditionError,
     GraphDefinitionError,
     GraphorchError,
@@ -123,6 +127,9 @@ __all__ = [
     "CheckpointId",
     "CheckpointInfo",
     "CheckpointNotFoundError",
+    "ChildOutcome",
+    "ChildRunError",
+    "ChildRunStarted",
     "ConflictingUpdateError",
     "Context",
     "CustomEvent",
@@ -130,6 +137,7 @@ __all__ = [
     "Decision",
     "DefinitionError",
     "DelegateNode",
+    "DelegationError",
     "Edge",
     "EdgeConditionError",
     "EndNode",

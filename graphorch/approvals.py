@@ -28,29 +28,44 @@ from .exceptions import (
 )
 from .nodes import ApproveNode
 from .store.approvals import ApprovalRecord, ApprovalStatus
-from .types import RunId
+from .types import RunId, RunStatus
 
 if TYPE_CHECKING:
     from .runs import Run
     from .runtime import Runtime
 
-__all__ = ["ApprovalDesk", "Authorizer", "WaitForApproval"]
+__all__ = ["ApprovalDesk", "Authorizer", "Pause", "WaitForApproval"]
 
 Authorizer = Callable[[str, ApprovalRecord], bool]
 """``authorize(person, approval) -> bool``: your own identity check."""
 
 
-class WaitForApproval(BaseException):
-    """Internal: the step must wait for a person.
+class Pause(BaseException):
+    """Internal: the step must wait for something outside the run.
 
     A BaseException so that node code catching ``Exception`` around a tool call does
     not swallow the pause.
+
+    Attributes:
+        record: an approval to store with the waiting run (None: nothing new).
+        reason: what the run waits for, in words.
     """
 
-    def __init__(self, record: ApprovalRecord, *, created: bool) -> None:
+    def __init__(self, reason: str, record: ApprovalRecord | None = None) -> None:
+        self.reason = reason
         self.record = record
-        self.created = created
-        super().__init__(record.approval_id)
+        super().__init__(reason)
+
+
+class WaitForApproval(Pause):
+    """Internal: the step waits for a person's decision on ``record``."""
+
+    def __init__(self, record: ApprovalRecord, *, created: bool) -> None:
+        who = ", ".join([*record.approvers, *(f"role {r}" for r in record.roles)])
+        what = f"the call to {record.tool!r}" if record.tool else f"node {record.node!r}"
+        super().__init__(
+            f"waiting for {who or 'a person'} to approve {what}", record if created else None
+        )
 
 
 def _now() -> datetime:
@@ -238,9 +253,7 @@ class ApprovalDesk:
                 )
             return record
         await self._rt.store.get_run(RunId(run_id))  # RunNotFoundError for a wrong id
-        waiting = await self._rt.store.list_approvals(
-            run_id=RunId(run_id), status=ApprovalStatus.PENDING
-        )
+        waiting = await self._pending_within(RunId(run_id))
         if not waiting:
             raise ApprovalNotFoundError(
                 f"run {run_id} has no pending approval; list them with "
@@ -248,6 +261,19 @@ class ApprovalDesk:
                 run_id=run_id,
             )
         return waiting[0]
+
+    async def _pending_within(self, run_id: RunId) -> list[ApprovalRecord]:
+        """Pending approvals of a run, else of its child runs (delegation), depth first."""
+        store = self._rt.store
+        found = await store.list_approvals(run_id=run_id, status=ApprovalStatus.PENDING)
+        if found:
+            return found
+        for child in await store.list_runs(parent_run=run_id, limit=None):
+            if child.status is RunStatus.WAITING:
+                found = await self._pending_within(child.run_id)
+                if found:
+                    return found
+        return []
 
     async def decide(
         self,

@@ -16,6 +16,7 @@ __all__ = [
     "ApprovalRequested",
     "Backtracked",
     "CallResolved",
+    "ChildRunStarted",
     "CustomEvent",
     "ErrorRouted",
     "Event",
@@ -266,6 +267,16 @@ class ApprovalRefused(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildRunStarted(Event):
+    """A delegate node started a child run (``index``: its fan-out item)."""
+
+    kind: ClassVar[str] = "child_run_started"
+    node: str
+    child: str
+    index: int = 0
+
+
 _KINDS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -288,6 +299,7 @@ _KINDS: dict[str, type[Event]] = {
         ApprovalRequested,
         ApprovalDecided,
         ApprovalRefused,
+        ChildRunStarted,
     )
 }
 

@@ -24,6 +24,8 @@ one is to blame, the ``node``. Store errors come from the durable layer.
     │   │   └── PolicyDeniedError       a guardrail refused the call (rule)
     │   │       └── RateLimitedError    no slot within the limit's max_wait
     │   ├── NeedsAttentionError         a call's outcome is unknown after a crash
+    │   ├── DelegationError             a delegate node's mapping or items are wrong
+    │   ├── ChildRunError               a child run failed or was cancelled
     │   ├── ApprovalError               deciding an approval went wrong (approval_id)
     │   │   ├── ApprovalNotFoundError
     │   │   ├── NotAuthorizedError      the decider may not decide this approval
@@ -57,9 +59,11 @@ __all__ = [
     "ApprovalRejectedError",
     "BudgetExceededError",
     "CheckpointNotFoundError",
+    "ChildRunError",
     "ConflictingUpdateError",
     "DatabaseError",
     "DefinitionError",
+    "DelegationError",
     "EdgeConditionError",
     "GraphDefinitionError",
     "GraphorchError",
@@ -300,6 +304,30 @@ class NeedsAttentionError(RunError):
     ):
         self.key = key
         self.tool = tool
+        super().__init__(message, run_id=run_id, node=node)
+
+
+class DelegationError(RunError):
+    """A delegate node's ``input=``, ``output=`` or ``each=`` raised or gave values
+    that do not fit; raised before any child starts."""
+
+
+class ChildRunError(RunError):
+    """A child run failed or was cancelled.
+
+    Attributes:
+        child_run_id: the child run to look at.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        child_run_id: str,
+        run_id: str | None = None,
+        node: str | None = None,
+    ):
+        self.child_run_id = child_run_id
         super().__init__(message, run_id=run_id, node=node)
 
 

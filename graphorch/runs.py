@@ -25,7 +25,8 @@ import anyio.to_thread
 from pydantic import BaseModel
 from pydantic_core import to_json, to_jsonable_python
 
-from .approvals import ApprovalDesk, WaitForApproval
+from .approvals import ApprovalDesk, Pause
+from .delegation import slot
 from .context import BacktrackInfo, Context, ErrorInfo
 from .events import (
     Backtracked,
@@ -44,6 +45,8 @@ from .events import (
 )
 from .exceptions import (
     ApprovalRejectedError,
+    ChildRunError,
+    DelegationError,
     BudgetExceededError,
     EdgeConditionError,
     LeaseLostError,
@@ -76,7 +79,15 @@ StateT = TypeVar("StateT", bound=BaseModel)
 
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
 # errors a node can recover from along an error edge, and those that always stop the run
-_ROUTABLE = (NodeError, NodeTimeoutError, ToolError, StateUpdateError, EdgeConditionError)
+_ROUTABLE = (
+    NodeError,
+    NodeTimeoutError,
+    ToolError,
+    StateUpdateError,
+    EdgeConditionError,
+    ChildRunError,
+    DelegationError,
+)
 _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 
@@ -160,7 +171,7 @@ class _Outcome:
     routed: tuple[tuple[str, ...], ErrorInfo] | None = None
     approval: str | None = None
     replace: bool = False
-    waiting: WaitForApproval | None = None
+    waiting: Pause | None = None
 
 
 class _Stop(Exception):
@@ -444,7 +455,8 @@ class Run(Generic[StateT]):
 
         async def branch(i: int, name: str) -> None:
             try:
-                outcomes[i] = await self._run_routed(self.graph.nodes[name])
+                async with slot(self._rt.limiter):
+                    outcomes[i] = await self._run_routed(self.graph.nodes[name])
             except _Stop as stop:
                 errors.append(stop)
                 tg.cancel_scope.cancel()
@@ -460,7 +472,7 @@ class Run(Generic[StateT]):
         """Run a node; a recoverable failure with a matching error edge goes there."""
         try:
             return await self._run_node(node)
-        except WaitForApproval as wait:
+        except Pause as wait:
             return _Outcome(node.name, waiting=wait)
         except _Stop as stop:
             err = stop.error
@@ -786,6 +798,11 @@ class Run(Generic[StateT]):
         return StepResult(self.id, nodes, changed, next_tuple, status, steps, cp_id)
 
     @property
+    def runtime(self) -> Runtime:
+        """The runtime advancing this run."""
+        return self._rt
+
+    @property
     def approvals(self) -> ApprovalDesk:
         """The runtime's approvals desk."""
         return self._rt.desk
@@ -793,19 +810,16 @@ class Run(Generic[StateT]):
     async def _wait_for_approval(
         self, nodes: tuple[str, ...], waiting: Sequence[_Outcome]
     ) -> StepResult:
-        """Nothing of this step is kept: the run waits at its checkpoint for a person."""
+        """Nothing of this step is kept: the run waits at its checkpoint."""
         created: list[ApprovalRecord] = []
         first = waiting[0]
         for o in waiting:
             assert o.waiting is not None
-            if o.waiting.created:
+            if o.waiting.record is not None:
                 created.append(o.waiting.record)
                 self._publish(self._rt.desk.requested_event(self, o.waiting.record))
         assert first.waiting is not None
-        record = first.waiting.record
-        who = ", ".join([*record.approvers, *(f"role {r}" for r in record.roles)])
-        what = f"the call to {record.tool!r}" if record.tool else f"node {record.node!r}"
-        reason = f"waiting for {who or 'a person'} to approve {what}"
+        reason = first.waiting.reason
         self._publish(RunWaiting(run_id=self.id, step=self.steps, node=first.node, reason=reason))
         update = RunUpdate(status=RunStatus.WAITING, reason=reason, error_node=first.node)
         self.ledger.replay.clear()

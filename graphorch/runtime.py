@@ -35,7 +35,8 @@ from .exceptions import (
     RunNotActiveError,
 )
 from .graph import START, FrozenGraph, Graph
-from .nodes import Node, ToolNode
+from .delegation import run_delegate
+from .nodes import DelegateNode, Node, ToolNode
 from .policies import Guardrails
 from .runs import Run, RunResult
 from .store.approvals import ApprovalRecord
@@ -83,6 +84,8 @@ class Runtime:
             the approvers/roles check.
         lease_ttl: seconds a run's ownership lasts without renewal; a process that
             died releases its runs after this long.
+        max_concurrency: the most parallel branches, parallel tool calls and fan-out
+            children running at once across all runs of this runtime (None: no limit).
     """
 
     def __init__(
@@ -96,8 +99,16 @@ class Runtime:
         roles_of: Callable[[str], Iterable[str]] | None = None,
         authorize: Authorizer | None = None,
         lease_ttl: float = 30.0,
+        max_concurrency: int | None = None,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+        ):
+            raise DefinitionError("Runtime(max_concurrency=...) must be an int >= 1")
+        self.limiter = (
+            None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
+        )
         self.tools = tools if tools is not None else ToolRegistry()
         self.guardrails = guardrails if guardrails is not None else Guardrails()
         self.engine = CallEngine(self.tools, self.guardrails)
@@ -229,10 +240,13 @@ class Runtime:
         *,
         deps: Any = None,
         allow_graph_change: bool = False,
+        as_child: bool = False,
     ) -> Run[Any]:
         """Take over a run from its last committed checkpoint (e.g. after a crash).
 
         No committed step runs again. A run that already stopped comes back as it is.
+        Resuming a child run whose parent waits for it resumes the parent instead (which
+        resumes the child), so deciding a child's approval lets both go on.
 
         Raises:
             RunNotFoundError: no such run.
@@ -241,6 +255,10 @@ class Runtime:
                 or the stored state no longer fits its schema.
         """
         record = await self.store.get_run(RunId(run_id))
+        if not as_child and record.parent_run is not None:
+            parent = await self.store.get_run(record.parent_run)
+            if parent.status is RunStatus.WAITING and parent.graph in self._graphs:
+                return await self.resume(parent.run_id, deps=deps)
         frozen = self._graph_for(record, graph)
         if record.graph_fingerprint != frozen.fingerprint and not allow_graph_change:
             raise IncompatibleGraphError(
@@ -550,6 +568,8 @@ class Runtime:
         """Run a tool, delegate or approve node (the kinds with runtime services)."""
         if isinstance(node, ToolNode):
             return await run_tool_node(run, node, attempt)
+        if isinstance(node, DelegateNode):
+            return await run_delegate(run, node)
         raise RunError(
             f"{node.kind.value} nodes cannot run yet in this version of graphorch",
             run_id=run.id,

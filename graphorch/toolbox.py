@@ -38,6 +38,8 @@ from .policies import Guardrails, RateLimiter, ToolRequest, budget_problem
 from .store.journal import CallStatus, ToolCallRecord
 from .tools import Tool, ToolContext, ToolRegistry
 
+from .delegation import slot as hold_slot
+
 if TYPE_CHECKING:
     from .nodes import ToolNode
     from .runs import Run
@@ -442,7 +444,10 @@ class ToolBox:
 
         async def one(slot: int, index: int, name: str, args: Mapping[str, Any]) -> None:
             try:
-                results[slot] = await self._engine.call(self._run, self._node, index, name, args)
+                async with hold_slot(self._run.runtime.limiter):
+                    results[slot] = await self._engine.call(
+                        self._run, self._node, index, name, args
+                    )
             except Exception as exc:
                 failures.append(exc)
 
