@@ -1,0 +1,503 @@
+"""The model protocol: messages and a pydantic schema in, a validated object out.
+
+Everything here is provider-neutral. Adapters (``openai``, ``anthropic``) and the
+:class:`~graphorch.models.scripted.ScriptedModel` import this module and their SDK only;
+the core never imports an adapter.
+
+Model errors live here for now (they will move to :mod:`graphorch.exceptions`)::
+
+    GraphorchError
+    ├── RunError
+    │   └── ModelError                  a model call went wrong (model, status_code, ...)
+    │       ├── ModelOutputError        not JSON, wrong shape or empty (raw, errors, feedback)
+    │       ├── ModelRefusalError       the model declined to answer (refusal)
+    │       ├── ModelRateLimitError     HTTP 429 after the retries (retry_after)
+    │       ├── ModelUnavailableError   HTTP 5xx or no connection after the retries
+    │       └── ModelTimeoutError       the call ran past its timeout
+    └── MissingDependencyError          an optional extra is not installed (also ImportError)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from graphorch.exceptions import DefinitionError, GraphorchError, RunError
+
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "Message",
+    "MissingDependencyError",
+    "ModelError",
+    "ModelOutputError",
+    "ModelRateLimitError",
+    "ModelRefusalError",
+    "ModelTimeoutError",
+    "ModelUnavailableError",
+    "Role",
+    "Usage",
+    "schema_name",
+    "strict_json_schema",
+    "validate_output",
+]
+
+T = TypeVar("T", bound=BaseModel)
+V = TypeVar("V")
+
+Role = Literal["system", "user", "assistant", "tool"]
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class MissingDependencyError(GraphorchError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install.
+
+    Attributes:
+        package: the missing distribution (``openai``).
+        extra: the graphorch extra that brings it (``openai``).
+    """
+
+    def __init__(self, package: str, extra: str, *, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the {package!r} package, which is not installed; "
+            f"install it with: pip install 'graphorch[{extra}]'",
+            name=package,
+        )
+
+
+class ModelError(RunError):
+    """A model call went wrong. Node code may catch it and route on it.
+
+    Attributes:
+        model: the model's name, if known.
+        status_code: the provider's HTTP status, if one was received.
+        retry_after: seconds the provider asked to wait, if it said.
+        attempts: HTTP requests made for this call, retries included.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+        run_id: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        self.model = model
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.attempts = attempts
+        super().__init__(message, run_id=run_id, node=node)
+
+
+OutputErrorKind = Literal["empty", "not_json", "schema"]
+
+
+class ModelOutputError(ModelError):
+    """The model answered, but not with what was asked: empty, not JSON, wrong shape.
+
+    The call was made (and paid for): ``usage`` says what it cost. ``feedback`` is a
+    message to send back to the model so it can correct itself.
+
+    Attributes:
+        kind: ``"empty"``, ``"not_json"`` or ``"schema"``.
+        raw: the model's answer as received.
+        errors: one line per problem (the JSON error, or each validation error).
+        schema: the requested schema's name, if any.
+        usage: tokens and cost of the call.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: OutputErrorKind,
+        raw: str,
+        errors: Sequence[str] = (),
+        schema: str | None = None,
+        usage: Usage | None = None,
+        model: str | None = None,
+        run_id: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        self.kind: OutputErrorKind = kind
+        self.raw = raw
+        self.errors = list(errors)
+        self.schema = schema
+        self.usage = usage
+        super().__init__(message, model=model, run_id=run_id, node=node)
+
+    @property
+    def feedback(self) -> str:
+        """A user message telling the model what was wrong with its answer."""
+        if self.kind == "empty":
+            problem = "Your previous answer was empty."
+        elif self.kind == "not_json":
+            problem = "Your previous answer was not valid JSON: " + "; ".join(self.errors)
+        else:
+            problem = "Your previous answer did not match the required schema:\n" + "\n".join(
+                f"- {e}" for e in self.errors
+            )
+        target = f" matching the {self.schema} schema" if self.schema else ""
+        return f"{problem}\nAnswer again with only a JSON object{target}, no other text."
+
+
+class ModelRefusalError(ModelError):
+    """The model declined to answer (a refusal, or a content filter stopped it).
+
+    Attributes:
+        refusal: the model's explanation, if it gave one.
+        usage: tokens and cost of the call.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refusal: str = "",
+        usage: Usage | None = None,
+        model: str | None = None,
+        run_id: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        self.refusal = refusal
+        self.usage = usage
+        super().__init__(message, model=model, run_id=run_id, node=node)
+
+
+class ModelRateLimitError(ModelError):
+    """The provider answered HTTP 429 and kept doing so after the retries."""
+
+
+class ModelUnavailableError(ModelError):
+    """The provider answered HTTP 5xx, or could not be reached, after the retries."""
+
+
+class ModelTimeoutError(ModelError):
+    """The call ran past its timeout (retries and their waits included).
+
+    Attributes:
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        timeout: float | None = None,
+        model: str | None = None,
+        attempts: int = 1,
+        run_id: str | None = None,
+        node: str | None = None,
+    ) -> None:
+        self.timeout = timeout
+        super().__init__(message, model=model, attempts=attempts, run_id=run_id, node=node)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message.
+
+    Adapters map roles to what their provider accepts: ``"tool"`` (a tool's result fed
+    back) becomes a user message starting ``Tool result:``; Anthropic gets the system
+    messages through its ``system`` parameter.
+
+    Attributes:
+        role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
+        content: the text.
+    """
+
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise DefinitionError(f"Message role must be one of {_ROLES}, got {self.role!r}")
+        if not isinstance(self.content, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise DefinitionError(
+                f"Message content must be a str, got {type(self.content).__name__}"
+            )
+
+    @classmethod
+    def system(cls, content: str) -> Message:
+        """A system message."""
+        return cls("system", content)
+
+    @classmethod
+    def user(cls, content: str) -> Message:
+        """A user message."""
+        return cls("user", content)
+
+    @classmethod
+    def assistant(cls, content: str) -> Message:
+        """An assistant message (an earlier answer of the model)."""
+        return cls("assistant", content)
+
+    @classmethod
+    def tool(cls, content: str) -> Message:
+        """A tool's result fed back to the model."""
+        return cls("tool", content)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a call consumed.
+
+    Attributes:
+        input_tokens: prompt tokens as the provider counted them.
+        output_tokens: completion tokens.
+        cost: in the currency of the model's ``price_per_1k`` (0.0 when not priced).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cost + other.cost,
+        )
+
+    @classmethod
+    def priced(
+        cls, input_tokens: int, output_tokens: int, price_per_1k: tuple[float, float] | None
+    ) -> Usage:
+        """Usage with its cost computed from a ``(input, output)`` price per 1000 tokens."""
+        cost = 0.0
+        if price_per_1k is not None:
+            cost = (input_tokens * price_per_1k[0] + output_tokens * price_per_1k[1]) / 1000
+        return cls(input_tokens, output_tokens, cost)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion(Generic[V]):
+    """A model's answer.
+
+    Attributes:
+        value: the validated schema instance, or the text when no schema was given.
+        usage: tokens and cost.
+        raw: the provider's answer as text (the JSON for structured output).
+        model: the model that answered, as the provider named it.
+        attempts: HTTP requests made, retries included.
+        stop_reason: why the model stopped (``finish_reason`` / ``stop_reason``).
+    """
+
+    value: V
+    usage: Usage
+    raw: str
+    model: str
+    attempts: int = 1
+    stop_reason: str | None = None
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """Anything that answers chat messages, optionally as a validated pydantic object.
+
+    With ``schema`` the answer's ``value`` is an instance of it (or the call raises
+    :class:`ModelOutputError`); without, ``value`` is the text.
+    ``timeout`` bounds the whole call, retries and their waits included.
+    """
+
+    name: str
+
+    @overload
+    async def complete(
+        self, messages: Sequence[Message], schema: None = None, *, timeout: float | None = None
+    ) -> Completion[str]: ...
+
+    @overload
+    async def complete(
+        self, messages: Sequence[Message], schema: type[T], *, timeout: float | None = None
+    ) -> Completion[T]: ...
+
+
+# --------------------------------------------------------------------------- output
+
+
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?[ \t]*```", re.DOTALL)
+
+
+def _strip_fences(text: str) -> str:
+    if "```" not in text:
+        return text
+    blocks = _FENCE.findall(text)
+    if len(blocks) == 1:
+        return str(blocks[0]).strip()
+    return text
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def _validation_lines(error: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for e in error.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"{loc}: {e['msg']} (got {_short(repr(e['input']), 80)})")
+    return lines
+
+
+def validate_output(
+    raw: str,
+    schema: type[T],
+    *,
+    model: str | None = None,
+    usage: Usage | None = None,
+    note: str | None = None,
+) -> T:
+    """Validate a model's raw answer against ``schema``.
+
+    Surrounding whitespace and a single Markdown code fence (```` ```json ````) are
+    stripped; the rest must be a JSON document that fits ``schema`` (JSON-mode
+    validation).
+
+    Args:
+        raw: the answer as the provider returned it.
+        schema: the pydantic model to validate against.
+        model: the model's name, for the error message.
+        usage: the call's usage, carried by the error.
+        note: added to the error message (``"the answer was cut at max_tokens"``).
+
+    Raises:
+        ModelOutputError: empty answer, not JSON, or JSON of the wrong shape; its
+            ``errors`` and ``feedback`` say what to fix.
+    """
+    who = f"model {model!r}" if model else "the model"
+    suffix = f" ({note})" if note else ""
+    name = schema.__name__
+    text = _strip_fences(raw.strip())
+    if not text:
+        raise ModelOutputError(
+            f"{who} gave an empty answer where a {name} was expected{suffix}",
+            kind="empty", raw=raw, schema=name, usage=usage, model=model,
+        )  # fmt: skip
+    try:
+        json.loads(text)
+    except ValueError as e:
+        raise ModelOutputError(
+            f"{who} answered with text that is not JSON where a {name} was expected{suffix}: "
+            f"{e}; answer: {_short(text)!r}",
+            kind="not_json", raw=raw, errors=[str(e)], schema=name, usage=usage, model=model,
+        ) from None  # fmt: skip
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as e:
+        lines = _validation_lines(e)
+        n = len(lines)
+        raise ModelOutputError(
+            f"{who} answered JSON that does not fit {name} ({n} error{'s' if n != 1 else ''})"
+            f"{suffix}:\n" + "\n".join(f"  {line}" for line in lines),
+            kind="schema", raw=raw, errors=lines, schema=name, usage=usage, model=model,
+        ) from None  # fmt: skip
+
+
+def check_text(
+    raw: str, *, model: str | None = None, usage: Usage | None = None, note: str | None = None
+) -> str:
+    """Return a plain-text answer, refusing an empty one with :class:`ModelOutputError`."""
+    if not raw.strip():
+        who = f"model {model!r}" if model else "the model"
+        suffix = f" ({note})" if note else ""
+        raise ModelOutputError(
+            f"{who} gave an empty answer{suffix}", kind="empty", raw=raw, usage=usage, model=model
+        )
+    return raw
+
+
+def finish(
+    raw: str,
+    schema: type[BaseModel] | None,
+    *,
+    model: str,
+    usage: Usage,
+    attempts: int = 1,
+    stop_reason: str | None = None,
+    note: str | None = None,
+) -> Completion[Any]:
+    """Build the :class:`Completion` of a call every adapter returns (shared validation)."""
+    value: Any
+    if schema is None:
+        value = check_text(raw, model=model, usage=usage, note=note)
+    else:
+        value = validate_output(raw, schema, model=model, usage=usage, note=note)
+    return Completion(value, usage, raw, model, attempts, stop_reason)
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def schema_name(schema: type[BaseModel]) -> str:
+    """The schema's class name made safe for providers (``[A-Za-z0-9_-]{1,64}``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:64] or "output"
+
+
+def strict_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """``schema``'s JSON schema in the form OpenAI's ``strict`` mode accepts.
+
+    Every object gets ``additionalProperties: false`` and lists all its properties as
+    required (fields with defaults must then be given by the model), ``None`` defaults
+    are dropped and ``$ref`` with siblings is inlined: the transformation the OpenAI
+    SDK's own ``parse()`` helper applies.
+    """
+    root = schema.model_json_schema()
+    return _strictify(root, root)
+
+
+def _strictify(node: object, root: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_strictify(item, root) for item in cast("list[object]", node)]
+    if not isinstance(node, dict):
+        return node
+    out = dict(cast("dict[str, Any]", node))
+    for key in ("$defs", "definitions"):
+        defs = out.get(key)
+        if isinstance(defs, dict):
+            out[key] = {k: _strictify(v, root) for k, v in cast("dict[str, Any]", defs).items()}
+    if out.get("type") == "object" and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    props = out.get("properties")
+    if isinstance(props, dict):
+        props = cast("dict[str, Any]", props)
+        out["required"] = list(props)
+        out["properties"] = {k: _strictify(v, root) for k, v in props.items()}
+    for key in ("items", "anyOf", "allOf", "oneOf", "prefixItems"):
+        if key in out:
+            out[key] = _strictify(out[key], root)
+    all_of = out.get("allOf")
+    if isinstance(all_of, list) and len(cast("list[Any]", all_of)) == 1:
+        out.pop("allOf")
+        out = {**cast("list[dict[str, Any]]", all_of)[0], **out}
+    if "default" in out and out["default"] is None:
+        out.pop("default")
+    ref = out.get("$ref")
+    if isinstance(ref, str) and len(out) > 1:
+        target: Any = root
+        for part in ref.removeprefix("#/").split("/"):
+            target = target[part]
+        merged: dict[str, Any] = {**target, **out}
+        merged.pop("$ref")
+        return _strictify(merged, root)
+    return out
