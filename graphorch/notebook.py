@@ -19,6 +19,7 @@ Nothing here imports IPython: every display is a plain mimebundle dict.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import html
 import reprlib
 import shutil
@@ -411,7 +412,9 @@ def _row_dict(item: Any) -> dict[str, Any]:
     if isinstance(item, BaseModel):
         return {name: getattr(item, name) for name in type(item).model_fields}
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+        row = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+        kind = getattr(item, "kind", None)  # an event's kind is a class attribute
+        return {"kind": kind, **row} if isinstance(kind, str) and "kind" not in row else row
     if isinstance(item, Mapping):
         items = cast(Mapping[Any, Any], item)
         return {str(k): v for k, v in items.items()}
@@ -438,10 +441,14 @@ def table(
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        value = value.value
     if isinstance(value, str):
         return value
     if value is None:
         return ""
+    if isinstance(value, tuple | list) and all(isinstance(v, str) for v in value):  # pyright: ignore[reportUnknownVariableType]
+        return ", ".join(cast(Sequence[str], value))
     return _fmt(value)
 
 
@@ -604,7 +611,7 @@ class HistoryView(_View):
             (
                 run,
                 str(cp.seq),
-                _nodes(cp.nodes) if cp.nodes else "(start)",
+                _nodes(cp.nodes) if cp.nodes else _first(cp),
                 _nodes(cp.next_nodes),
                 cp.status.value,
                 cp.created_at.strftime("%H:%M:%S"),
@@ -622,6 +629,10 @@ class HistoryView(_View):
     def __repr__(self) -> str:
         path = " → ".join(_nodes(cp.nodes) for _, cp in self.checkpoints if cp.nodes) or _DASH
         return f"<HistoryView run {self.run_id}: {len(self.checkpoints)} checkpoints; ran {path}>"
+
+
+def _first(cp: CheckpointInfo) -> str:
+    return f"(fork of {cp.parent})" if cp.parent else "(start)"
 
 
 # -- the stepper -----------------------------------------------------------------------
@@ -645,7 +656,7 @@ async def _lineage(
         parent_id, seq = _split_checkpoint(source)
         parent = await runtime.get_run(parent_id)
         before = [(parent_id, cp) for cp in await runtime.history(parent_id) if cp.seq <= seq]
-        chain = before + chain[1:]  # a fork's first checkpoint repeats its source
+        chain = before + chain  # then the fork's first checkpoint: where it branched off
         source = parent.forked_from
     return record, chain
 

@@ -184,8 +184,10 @@ async def test_a_table_of_events_and_dicts() -> None:
     await run.wait()
     events = [e for e in await rt.store.list_events(run.id) if isinstance(e, go.StepFinished)]
     view = notebook.table(events, ["node", "changed", "next_nodes"], title="steps")
-    assert view.rows[0] == ("outline", "('outline', 'log')", "('draft',)")
+    assert view.rows[0] == ("outline", "outline, log", "draft")
     assert repr(view).splitlines()[:2] == ["steps", "node | changed | next_nodes"]
+    kinds = notebook.table(events[:1]).columns
+    assert kinds[0] == "kind" and notebook.table(events[:1]).rows[0][0] == "step_finished"
     loose = notebook.table([{"a": 1}, {"b": None}])
     assert loose.columns == ("a", "b") and loose.rows == (("1", ""), ("", ""))
     empty = notebook.table([], ["a"])._repr_mimebundle_()
@@ -271,19 +273,20 @@ async def test_back_after_a_patch_free_fork_keeps_history_across_runs() -> None:
     await s.step()
     history = await s.history()
     runs = [run for run, _ in history.checkpoints]
-    assert runs == ["r1", "r1", "r1", s.run.id]
+    assert runs == ["r1", "r1", "r1", s.run.id, s.run.id]
     assert [cp.nodes for _, cp in history.checkpoints] == [
         (),
         ("outline",),
         ("draft",),
+        (),
         ("count",),
     ]
     assert repr(history) == (
-        f"<HistoryView run {s.run.id}: 4 checkpoints; ran outline → draft → count>"
+        f"<HistoryView run {s.run.id}: 5 checkpoints; ran outline → draft → count>"
     )
     page = history._repr_mimebundle_()
     body = page.get("text/html") or page["text/markdown"]
-    assert "forked from" in body and "count" in body
+    assert "forked from" in body and "(fork of r1:2)" in body
 
 
 async def test_history_of_a_plain_run(monkeypatch: pytest.MonkeyPatch) -> None:
