@@ -100,6 +100,10 @@ def _fmt(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
+def _row(*values: object) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in values)
+
+
 def _nodes(names: Iterable[str]) -> str:
     return ", ".join(names) or _DASH
 
@@ -108,13 +112,18 @@ def _state_table(state: Any, title: str = "state") -> _Table:
     return _Table(("field", "value"), tuple((k, _fmt(v)) for k, v in _fields(state).items()), title)
 
 
-def _fields(state: Any) -> dict[str, Any]:
-    if isinstance(state, BaseModel):
-        return {name: getattr(state, name) for name in type(state).model_fields}
-    if isinstance(state, Mapping):
-        items = cast(Mapping[Any, Any], state)
+def _fields(item: Any) -> dict[str, Any]:
+    """A state, an event, a record or a mapping as ``{name: value}``."""
+    if isinstance(item, BaseModel):
+        return {name: getattr(item, name) for name in type(item).model_fields}
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        row = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+        kind = getattr(item, "kind", None)  # an event's kind is a class attribute
+        return {"kind": kind, **row} if isinstance(kind, str) and "kind" not in row else row
+    if isinstance(item, Mapping):
+        items = cast(Mapping[Any, Any], item)
         return {str(k): v for k, v in items.items()}
-    return {"value": state}
+    return {"value": item}
 
 
 def _svg_body(svg: str) -> str:
@@ -161,9 +170,7 @@ def _md_table(t: _Table) -> str:
 def _draw_svg(p: _Picture) -> str:
     try:
         return f'<div class="graphorch-graph">{_svg_body(to_svg(p.graph, p.overlay))}</div>'
-    except RenderError as err:  # dot failed or the overlay belongs elsewhere
-        return f"<pre>{html.escape(str(err), quote=False)}</pre>"
-    except GraphorchError as err:  # an invalid graph: show its problems
+    except GraphorchError as err:  # dot failed, or the graph is invalid: say why
         return f"<pre>{html.escape(str(err), quote=False)}</pre>"
 
 
@@ -172,6 +179,18 @@ def _draw_mermaid(p: _Picture) -> str:
         return f"```mermaid\n{to_mermaid(p.graph, run=p.overlay)}```"
     except GraphorchError as err:
         return f"```text\n{err}\n```"
+
+
+def _html_block(b: _Block) -> str:
+    if isinstance(b, _Table):
+        return _html_table(b)
+    return _draw_svg(b) if isinstance(b, _Picture) else f"<p>{html.escape(b, quote=False)}</p>"
+
+
+def _md_block(b: _Block) -> str:
+    if isinstance(b, _Table):
+        return _md_table(b)
+    return _draw_mermaid(b) if isinstance(b, _Picture) else b.replace("\n", "  \n")
 
 
 def _has_dot() -> bool:
@@ -183,24 +202,10 @@ def _bundle(blocks: Sequence[_Block], plain: str, include: Any, exclude: Any) ->
     data: Bundle = {"text/plain": plain}
     try:
         if _has_dot():
-            parts = [
-                _html_table(b)
-                if isinstance(b, _Table)
-                else _draw_svg(b)
-                if isinstance(b, _Picture)
-                else f"<p>{html.escape(b, quote=False)}</p>"
-                for b in blocks
-            ]
+            parts = [_html_block(b) for b in blocks]
             data["text/html"] = "<div>\n" + "\n".join(parts) + "\n</div>"
         else:
-            parts = [
-                _md_table(b)
-                if isinstance(b, _Table)
-                else _draw_mermaid(b)
-                if isinstance(b, _Picture)
-                else b.replace("\n", "  \n")
-                for b in blocks
-            ]
+            parts = [_md_block(b) for b in blocks]
             if any(isinstance(b, _Picture) for b in blocks):
                 parts.append(f"*{_NO_DOT_NOTE}*")
             data["text/markdown"] = "\n\n".join(parts) + "\n"
@@ -230,17 +235,16 @@ def graph_mimebundle(graph: GraphLike, include: Any = None, exclude: Any = None)
     plain = repr(graph)
     data: Bundle = {"text/plain": plain}
     try:
-        if _has_dot():
-            try:
-                data["image/svg+xml"] = to_svg(graph)
-            except RenderError:
-                data["text/markdown"] = _draw_mermaid(_Picture(graph)) + f"\n\n*{_NO_DOT_NOTE}*\n"
-        else:
-            data["text/markdown"] = _draw_mermaid(_Picture(graph)) + f"\n\n*{_NO_DOT_NOTE}*\n"
-    except GraphorchError as err:  # the graph is invalid: say what is wrong
-        data["text/plain"] = f"{plain}\n{err}"
-    except Exception as exc:  # a display never raises
-        data["text/plain"] = f"{plain}\n(display failed: {type(exc).__name__}: {exc})"
+        try:
+            if not _has_dot():
+                raise RenderError("no dot")
+            data["image/svg+xml"] = to_svg(graph)
+        except RenderError:  # Mermaid needs nothing installed
+            data["text/markdown"] = f"```mermaid\n{to_mermaid(graph)}```\n\n*{_NO_DOT_NOTE}*\n"
+    except Exception as exc:  # a display never raises: an invalid graph lists its problems
+        known = isinstance(exc, GraphorchError)
+        why = str(exc) if known else f"(display failed: {type(exc).__name__}: {exc})"
+        data = {"text/plain": f"{plain}\n{why}"}
     return _select(data, include, exclude)
 
 
@@ -297,16 +301,8 @@ def _routes(
 
 def _status_table(run: Run[Any]) -> _Table:
     headers = ("run", "graph", "status", "step", "checkpoint", "next", "reason")
-    row = (
-        str(run.id),
-        run.graph.name,
-        run.status.value,
-        str(run.steps),
-        str(run.seq),
-        _nodes(run.next_nodes),
-        run.reason or "",
-    )
-    return _Table(headers, (row,))
+    row = _row(run.id, run.graph.name, run.status.value, run.steps, run.seq, _nodes(run.next_nodes))
+    return _Table(headers, ((*row, run.reason or ""),))
 
 
 def run_mimebundle(run: Run[Any], include: Any = None, exclude: Any = None) -> Bundle:
@@ -334,12 +330,8 @@ def _step_text(step: StepResult) -> str:
 def step_mimebundle(step: StepResult, include: Any = None, exclude: Any = None) -> Bundle:
     """The rich display of a :class:`~graphorch.StepResult`: what ran and what changed."""
     head = ("step", "ran", "status", "next", "checkpoint")
-    row = (
-        str(step.step),
-        _nodes(step.nodes),
-        step.status.value,
-        _nodes(step.next_nodes),
-        str(step.checkpoint or _DASH),
+    row = _row(
+        step.step, _nodes(step.nodes), step.status.value, _nodes(step.next_nodes), step.checkpoint
     )
     blocks: list[_Block] = [_Table(head, (row,))]
     if step.error is not None:
@@ -361,14 +353,8 @@ def _result_text(result: RunResult[Any]) -> str:
 def result_mimebundle(result: RunResult[Any], include: Any = None, exclude: Any = None) -> Bundle:
     """The rich display of a :class:`~graphorch.RunResult`: status, output and state."""
     head = ("run", "status", "steps", "node", "reason", "output")
-    row = (
-        str(result.run_id),
-        result.status.value,
-        str(result.steps),
-        result.node or "",
-        result.reason or "",
-        _fmt(result.output),
-    )
+    row = _row(result.run_id, result.status.value, result.steps, result.node, result.reason)
+    row = (*row, _fmt(result.output))
     blocks: list[_Block] = [_Table(head, (row,)), _state_table(result.state)]
     return _bundle(blocks, _result_text(result), include, exclude)
 
@@ -408,19 +394,6 @@ class TableView(_View):
         return "\n".join(lines)
 
 
-def _row_dict(item: Any) -> dict[str, Any]:
-    if isinstance(item, BaseModel):
-        return {name: getattr(item, name) for name in type(item).model_fields}
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        row = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
-        kind = getattr(item, "kind", None)  # an event's kind is a class attribute
-        return {"kind": kind, **row} if isinstance(kind, str) and "kind" not in row else row
-    if isinstance(item, Mapping):
-        items = cast(Mapping[Any, Any], item)
-        return {str(k): v for k, v in items.items()}
-    return {"value": item}
-
-
 def table(
     rows: Iterable[Any], columns: Sequence[str] | None = None, *, title: str | None = None
 ) -> TableView:
@@ -431,7 +404,7 @@ def table(
         columns: the columns to show, in order (default: every key, first seen first).
         title: a heading.
     """
-    dicts = [_row_dict(r) for r in rows]
+    dicts = [_fields(r) for r in rows]
     cols = list(dict.fromkeys(k for d in dicts for k in d)) if columns is None else list(columns)
     cells = tuple(
         tuple(_cell(d.get(c)) if c in d else "" for c in cols)  # missing keys stay blank
@@ -511,12 +484,12 @@ class StepView(_View):
         return self.result.status
 
     def _blocks(self) -> list[_Block]:
-        blocks: list[_Block] = [self._headline()]
-        if self.result.error is not None:
-            blocks.append(f"{type(self.result.error).__name__}: {self.result.error}")
-        blocks.append(_Table(_CHANGE_HEADERS, self.changes, "state change", "no field changed"))
-        blocks.append(_Picture(self.graph, self.overlay))
-        return blocks
+        error = self.result.error
+        return [
+            self._headline() + (f"; {type(error).__name__}: {error}" if error else ""),
+            _Table(_CHANGE_HEADERS, self.changes, "state change", "no field changed"),
+            _Picture(self.graph, self.overlay),
+        ]
 
     def _headline(self) -> str:
         r = self.result
@@ -689,8 +662,7 @@ class Stepper:
         self.runtime = runtime
         self.run = run
         self.runs: list[str] = [str(run.id)]
-        self._overlay: RunOverlay | None = None
-        self._overlay_seq = -1
+        self._overlay: RunOverlay | None = None  # exact, read from the store
 
     @classmethod
     async def start(cls, runtime: Runtime, graph: GraphLike, input: Any, **options: Any) -> Stepper:
@@ -714,18 +686,13 @@ class Stepper:
     def overlay(self) -> RunOverlay:
         """The run's progress now (exact once an awaited call read the store)."""
         cached, run = self._overlay, self.run
-        if (
-            cached is not None
-            and (cached.run_id, cached.seq, cached.status) == (run.id, run.seq, run.status)
-            and self._overlay_seq == run.seq
-        ):
+        if cached and (cached.run_id, cached.seq, cached.status) == (run.id, run.seq, run.status):
             return cached
         return overlay_from_run(run)
 
     async def _refresh(self) -> RunOverlay:
         try:
             self._overlay = await _exact_overlay(self.runtime, self.run.id)
-            self._overlay_seq = self.run.seq
         except GraphorchError:  # e.g. pruned history: the handle's own data will do
             self._overlay = None
         return self.overlay
