@@ -89,6 +89,7 @@ from .nodes import (
     expired,
     rejected,
 )
+from .notebook import Stepper
 from .policies import Budget, Decision, Guardrails, Policy, ToolRequest
 from .render import RunOverlay, overlay_for, render, to_dot, to_mermaid, to_png, to_svg
 from .runs import Run, RunResult, StepResult
@@ -196,6 +197,7 @@ __all__ = [
     "StepFinished",
     "StepResult",
     "StepStarted",
+    "Stepper",
     "Store",
     "StoreError",
     "Tool",

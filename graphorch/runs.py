@@ -121,6 +121,12 @@ class StepResult:
         """The node that ran (names joined with "," for a parallel superstep)."""
         return ",".join(self.nodes)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter's rich display: what the step changed."""
+        from .notebook import step_mimebundle
+
+        return step_mimebundle(self, include, exclude)
+
 
 @dataclass(frozen=True, slots=True)
 class RunResult(Generic[StateT]):
@@ -150,6 +156,12 @@ class RunResult(Generic[StateT]):
     def succeeded(self) -> bool:
         """True when the run reached an end node."""
         return self.status is RunStatus.SUCCEEDED
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter's rich display: status, output and final state."""
+        from .notebook import result_mimebundle
+
+        return result_mimebundle(self, include, exclude)
 
     def raise_for_status(self) -> Self:
         """Raise the run's error if it failed or was cancelled; return self otherwise."""
