@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import subprocess
 import sys
 import time
@@ -453,3 +454,20 @@ def test_missing_sdk_gives_the_install_hint(
         getattr(models, cls)("some-model", api_key="k")
     assert info.value.package == package
     assert isinstance(info.value, ImportError)
+
+
+async def test_completion_round_trips_through_a_record() -> None:
+    model = ScriptedModel([GOOD, "plain"], price_per_1k=(1, 2))
+    c = await model.complete([Message.user("x")], Plan)
+    record = c.to_dict()
+    assert json.loads(json.dumps(record)) == record
+    again = Completion.from_dict(record, Plan)
+    assert again == c
+    text = await model.complete([Message.user("x")])
+    assert Completion.from_dict(text.to_dict()) == text
+
+    class Other(BaseModel):
+        name: str
+
+    with pytest.raises(ModelOutputError, match="does not fit Other"):
+        Completion.from_dict(record, Other)

@@ -145,7 +145,7 @@ async def test_malformed_json(server: OpenAIServer, model: OpenAIModel) -> None:
     assert err.kind == "not_json"
     assert err.raw == "I think it should go to billing."
     assert err.usage == Usage(11, 7, 0.0)  # the failed answer was still paid for
-    assert err.model == "gpt-test-2024"
+    assert err.model == "gpt-test"  # the configured name, not the provider's
 
 
 async def test_schema_violation_matches_scripted_model(
@@ -156,7 +156,7 @@ async def test_schema_violation_matches_scripted_model(
     with pytest.raises(ModelOutputError) as real:
         await model.complete(ASK, Route)
     with pytest.raises(ModelOutputError) as scripted:
-        await ScriptedModel([bad], name="gpt-test-2024").complete(ASK, Route)
+        await ScriptedModel([bad], name="gpt-test").complete(ASK, Route)
     assert real.value.kind == "schema"
     assert real.value.errors == scripted.value.errors
     assert real.value.feedback == scripted.value.feedback

@@ -8,6 +8,8 @@ graphorch like every other model's.
 Retries are graphorch's, not the SDK's (the client is built with ``max_retries=0``): HTTP
 429, 5xx (529 overloaded included) and failed connections are retried, waiting exactly
 what ``Retry-After`` says, and all of it fits within ``timeout``.
+
+The SDK runs on anyio through httpx; graphorch tests it on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -208,10 +210,10 @@ class AnthropicModel:
         text = "".join(b.text for b in response.content if b.type == "text")
         if reason == "refusal":
             raise ModelRefusalError(
-                f"model {model!r} refused" + (f": {text}" if text.strip() else ""),
+                f"model {self.name!r} refused" + (f": {text}" if text.strip() else ""),
                 refusal=text,
                 usage=usage,
-                model=model,
+                model=self.name,
             )
         notes: list[str] = []
         if reason == "max_tokens":
@@ -228,6 +230,7 @@ class AnthropicModel:
             raw,
             schema,
             model=model,
+            name=self.name,
             usage=usage,
             attempts=attempts,
             stop_reason=reason,

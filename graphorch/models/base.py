@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload, runtime_checkable
 
@@ -307,6 +307,50 @@ class Completion(Generic[V]):
     attempts: int = 1
     stop_reason: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record of the answer (for a journal); ``value`` is rebuilt from ``raw``."""
+        return {
+            "raw": self.raw,
+            "model": self.model,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "cost": self.usage.cost,
+            },
+            "attempts": self.attempts,
+            "stop_reason": self.stop_reason,
+        }
+
+    @overload
+    @staticmethod
+    def from_dict(data: Mapping[str, Any], schema: None = None) -> Completion[str]: ...
+
+    @overload
+    @staticmethod
+    def from_dict(data: Mapping[str, Any], schema: type[T]) -> Completion[T]: ...
+
+    @staticmethod
+    def from_dict(
+        data: Mapping[str, Any], schema: type[BaseModel] | None = None
+    ) -> Completion[Any]:
+        """Rebuild a completion saved with :meth:`to_dict`, validating ``raw`` again.
+
+        Raises:
+            ModelOutputError: ``raw`` no longer fits ``schema`` (the schema changed).
+        """
+        u: Mapping[str, Any] = data.get("usage") or {}
+        usage = Usage(
+            int(u.get("input_tokens", 0)), int(u.get("output_tokens", 0)), float(u.get("cost", 0.0))
+        )
+        return finish(
+            str(data["raw"]),
+            schema,
+            model=str(data.get("model", "")),
+            usage=usage,
+            attempts=int(data.get("attempts", 1)),
+            stop_reason=data.get("stop_reason"),
+        )
+
 
 # --------------------------------------------------------------------------- protocol
 
@@ -436,13 +480,29 @@ def finish(
     attempts: int = 1,
     stop_reason: str | None = None,
     note: str | None = None,
+    name: str | None = None,
 ) -> Completion[Any]:
-    """Build the :class:`Completion` of a call every adapter returns (shared validation)."""
+    """Build the :class:`Completion` every model returns, through the shared validation.
+
+    Args:
+        raw: the answer's text (the JSON for structured output).
+        schema: validate ``raw`` against it; ``None`` for text.
+        model: the model that answered, as the provider named it.
+        usage: the call's usage.
+        attempts: requests made.
+        stop_reason: the provider's stop or finish reason.
+        note: added to an error's message.
+        name: the model's configured name, used in errors (defaults to ``model``).
+
+    Raises:
+        ModelOutputError: see :func:`validate_output`.
+    """
+    who = name or model
     value: Any
     if schema is None:
-        value = check_text(raw, model=model, usage=usage, note=note)
+        value = check_text(raw, model=who, usage=usage, note=note)
     else:
-        value = validate_output(raw, schema, model=model, usage=usage, note=note)
+        value = validate_output(raw, schema, model=who, usage=usage, note=note)
     return Completion(value, usage, raw, model, attempts, stop_reason)
 
 

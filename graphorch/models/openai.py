@@ -80,7 +80,8 @@ class OpenAIModel:
         price_per_1k: ``(input, output)`` price per 1000 tokens; sets ``Usage.cost``.
         strict: send the schema in OpenAI's strict form (all fields required, no extra
             keys; see :func:`~graphorch.models.base.strict_json_schema`). ``False`` sends
-            ``model_json_schema()`` as is with ``strict: false``.
+            ``model_json_schema()`` as is with ``strict: false``; needed for schemas
+            strict mode cannot express (free-form ``dict[str, Any]`` fields).
         backoff: first wait between retries when the server gives no ``Retry-After``.
         max_delay: longest wait between retries; a longer ``Retry-After`` is not waited.
         extra_body: more JSON fields for every request (``{"temperature": 0}``).
@@ -203,27 +204,34 @@ class OpenAIModel:
         )
         model = response.model or self.model
         if not response.choices:
-            return finish("", schema, model=model, usage=usage, attempts=attempts)
+            return finish("", schema, model=model, name=self.name, usage=usage, attempts=attempts)
         choice = response.choices[0]
         message = choice.message
         reason: str | None = choice.finish_reason
         if message.refusal:
             raise ModelRefusalError(
-                f"model {model!r} refused: {message.refusal}",
+                f"model {self.name!r} refused: {message.refusal}",
                 refusal=message.refusal,
                 usage=usage,
-                model=model,
+                model=self.name,
             )
         raw = message.content or ""
         if reason == "content_filter" and not raw.strip():
             raise ModelRefusalError(
-                f"model {model!r} was stopped by the provider's content filter",
+                f"model {self.name!r} was stopped by the provider's content filter",
                 usage=usage,
-                model=model,
+                model=self.name,
             )
         note = "the answer was cut off at the token limit" if reason == "length" else None
         return finish(
-            raw, schema, model=model, usage=usage, attempts=attempts, stop_reason=reason, note=note
+            raw,
+            schema,
+            model=model,
+            name=self.name,
+            usage=usage,
+            attempts=attempts,
+            stop_reason=reason,
+            note=note,
         )
 
     def _classify(self, exc: Exception) -> ModelError | None:
