@@ -16,6 +16,7 @@ from .events import (
     CustomEvent,
     ErrorRouted,
     Event,
+    ModelCalled,
     Retrying,
     RunCancelled,
     RunFailed,
@@ -48,6 +49,13 @@ from .exceptions import (
     InputValidationError,
     LeaseLostError,
     MaxStepsExceededError,
+    MissingDependencyError,
+    ModelError,
+    ModelOutputError,
+    ModelRateLimitError,
+    ModelRefusalError,
+    ModelTimeoutError,
+    ModelUnavailableError,
     NeedsAttentionError,
     NodeError,
     NodeTimeoutError,
@@ -74,6 +82,7 @@ from .exceptions import (
     VisitLimitExceededError,
 )
 from .graph import START, Edge, FrozenGraph, Graph
+from .models.base import ChatModel, Completion, Message, Usage
 from .nodes import (
     ApprovalOutcome,
     ApproveNode,
@@ -90,6 +99,7 @@ from .nodes import (
     rejected,
 )
 from .notebook import Stepper
+from .planning import ModelBox, Plan, PlanStep
 from .policies import Budget, Decision, Guardrails, Policy, ToolRequest
 from .render import RunOverlay, overlay_for, render, to_dot, to_mermaid, to_png, to_svg
 from .runs import Run, RunResult, StepResult
@@ -125,12 +135,14 @@ __all__ = [
     "BudgetExceededError",
     "CallResolved",
     "CallStatus",
+    "ChatModel",
     "CheckpointId",
     "CheckpointInfo",
     "CheckpointNotFoundError",
     "ChildOutcome",
     "ChildRunError",
     "ChildRunStarted",
+    "Completion",
     "ConflictingUpdateError",
     "Context",
     "CustomEvent",
@@ -155,13 +167,25 @@ __all__ = [
     "LeaseLostError",
     "MaxStepsExceededError",
     "MemoryStore",
+    "Message",
+    "MissingDependencyError",
+    "ModelBox",
+    "ModelCalled",
+    "ModelError",
+    "ModelOutputError",
+    "ModelRateLimitError",
+    "ModelRefusalError",
+    "ModelTimeoutError",
+    "ModelUnavailableError",
     "NeedsAttentionError",
     "Node",
     "NodeError",
     "NodeKind",
     "NodeTimeoutError",
     "NotAuthorizedError",
+    "Plan",
     "PlanNode",
+    "PlanStep",
     "Policy",
     "PolicyDeniedError",
     "RateLimit",
@@ -215,6 +239,7 @@ __all__ = [
     "ToolTimeoutError",
     "UnknownToolError",
     "UnserializableStateError",
+    "Usage",
     "VisitLimitExceededError",
     "__version__",
     "add",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .types import RunId
 
 if TYPE_CHECKING:
+    from .planning import ModelBox
     from .toolbox import ToolBox
 
 __all__ = ["BacktrackInfo", "Context", "ErrorInfo"]
@@ -51,6 +52,8 @@ class Context(Generic[DepsT]):
 
     __slots__ = (
         "_emit",
+        "_model",
+        "_model_factory",
         "_tools",
         "_tools_factory",
         "attempt",
@@ -78,6 +81,7 @@ class Context(Generic[DepsT]):
         emit: Callable[[str, str, dict[str, Any]], None],
         tools: Callable[[], ToolBox] | None = None,
         error: ErrorInfo | None = None,
+        model: Callable[[], ModelBox] | None = None,
     ) -> None:
         self.run_id = run_id
         self.graph = graph
@@ -91,6 +95,17 @@ class Context(Generic[DepsT]):
         self.error = error
         self._tools_factory = tools
         self._tools: ToolBox | None = None
+        self._model_factory = model
+        self._model: ModelBox | None = None
+
+    @property
+    def model(self) -> ModelBox:
+        """The runtime's model; every call is journaled, budgeted and audited."""
+        if self._model is None:
+            if self._model_factory is None:
+                raise RuntimeError("this context has no model")
+            self._model = self._model_factory()
+        return self._model
 
     @property
     def tools(self) -> ToolBox:

@@ -11,28 +11,29 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 __all__ = [
-    "ApprovalDecided",
+    "RunFailed",
+    "RunNeedsAttention",
     "ApprovalRefused",
-    "ApprovalRequested",
+    "event_from_data",
+    "RunCancelled",
+    "ModelCalled",
+    "ApprovalDecided",
+    "Retrying",
+    "RunWaiting",
+    "Event",
+    "ToolCalled",
+    "ErrorRouted",
+    "CustomEvent",
+    "StepFinished",
+    "RunStopped",
+    "RunFinished",
     "Backtracked",
+    "RunResumed",
+    "StepStarted",
+    "RunStarted",
     "CallResolved",
     "ChildRunStarted",
-    "CustomEvent",
-    "ErrorRouted",
-    "Event",
-    "Retrying",
-    "RunCancelled",
-    "RunFailed",
-    "RunFinished",
-    "RunNeedsAttention",
-    "RunResumed",
-    "RunStarted",
-    "RunStopped",
-    "RunWaiting",
-    "StepFinished",
-    "StepStarted",
-    "ToolCalled",
-    "event_from_data",
+    "ApprovalRequested",
 ]
 
 
@@ -277,6 +278,23 @@ class ChildRunStarted(Event):
     index: int = 0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCalled(Event):
+    """Audit: a model call, its outcome and what it cost."""
+
+    kind: ClassVar[str] = "model_called"
+    role: str
+    node: str
+    model: str
+    key: str
+    outcome: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    duration: float = 0.0
+    error: str | None = None
+
+
 _KINDS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -300,6 +318,7 @@ _KINDS: dict[str, type[Event]] = {
         ApprovalDecided,
         ApprovalRefused,
         ChildRunStarted,
+        ModelCalled,
     )
 }
 

@@ -340,12 +340,34 @@ class Graph(Generic[StateT, DepsT]):
         backtrack: Iterable[str] | str | None = None,
         description: str | None = None,
     ) -> F: ...
+    @overload
+    def plan(
+        self,
+        name: str,
+        /,
+        *,
+        prompt: str | Callable[..., Any],
+        schema: type[BaseModel],
+        result: str | Callable[..., Any] | None = None,
+        attempts: int = 3,
+        model: str | None = None,
+        retry: Retry | int | None = None,
+        timeout: float | None = None,
+        max_visits: int | None = None,
+        backtrack: Iterable[str] | str | None = None,
+        description: str | None = None,
+    ) -> PlanNode: ...
     def plan(
         self,
         name: Any = None,
         fn: Any = None,
         /,
         *,
+        prompt: str | Callable[..., Any] | None = None,
+        schema: type[BaseModel] | None = None,
+        result: str | Callable[..., Any] | None = None,
+        attempts: int = 3,
+        model: str | None = None,
         retry: Retry | int | None = None,
         timeout: float | None = None,
         max_visits: int | None = None,
@@ -355,8 +377,26 @@ class Graph(Generic[StateT, DepsT]):
         """Add a plan node running ``fn(state[, ctx])``; usable as a decorator.
 
         ``fn`` returns a dict of changes, a new state, None, or :class:`Backtrack`.
+
+        With ``prompt=`` and ``schema=`` instead of a function, the node asks the
+        runtime's model (``Runtime(model=...)``) for an answer of that schema, feeding
+        validation errors back up to ``attempts`` times, and writes it to ``result``
+        (a field, or ``fn(answer, state) -> changes``). Plans (:class:`~graphorch.Plan`)
+        naming a tool the role may not use, or arguments that do not fit, are refused.
         """
         common = self._common(retry, timeout, max_visits, backtrack, description)
+        if prompt is not None and fn is None and not callable(name):
+            node = PlanNode(
+                name=name,
+                prompt=prompt,
+                schema=schema,
+                result=result,
+                attempts=attempts,
+                model=model,
+                **common,
+            )
+            self.add_node(node)
+            return node
 
         def register(f: Any, node_name: str | None) -> Any:
             label = node_name if node_name is not None else getattr(f, "__name__", None) or "plan"

@@ -214,15 +214,51 @@ def _check_fn(node: str, what: str, fn: object, arities: tuple[int, ...]) -> lis
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanNode(Node):
-    """Decides: computes changes or picks a route. Runs ``fn(state[, ctx])``."""
+    """Decides: computes changes or picks a route.
+
+    Either runs ``fn(state[, ctx])``, or asks the runtime's model: ``prompt`` (text or
+    ``fn(state[, ctx])`` giving text or messages) with a pydantic ``schema``; invalid
+    answers are retried with the validation error fed back, up to ``attempts`` times.
+
+    Attributes:
+        result: where a model's answer goes: a state field, or ``fn(answer, state)``
+            returning changes.
+        model: which of the runtime's models to ask (None: its default).
+    """
 
     kind: ClassVar[NodeKind] = NodeKind.PLAN
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None = None
+    prompt: str | Callable[..., Any] | None = None
+    schema: type[Any] | None = None
+    result: str | Callable[..., Any] | None = None
+    attempts: int = 3
+    model: str | None = None
 
     def problems(self) -> list[str]:
         found = Node.problems(self)
-        if self.fn is None:  # pyright: ignore[reportUnnecessaryComparison]
-            found.append(f"node {self.name!r}: a plan node needs a function")
+        if self.fn is None and self.prompt is None:
+            found.append(f"node {self.name!r}: a plan node needs a function or a prompt=")
+        if self.fn is not None and self.prompt is not None:
+            found.append(f"node {self.name!r}: give a plan node a function or prompt=, not both")
+        if self.prompt is not None:
+            if not (isinstance(self.prompt, str) or callable(self.prompt)):  # pyright: ignore[reportUnnecessaryIsInstance]
+                found.append(f"node {self.name!r}: prompt= must be text or a function")
+            from pydantic import BaseModel
+
+            if not (isinstance(self.schema, type) and issubclass(self.schema, BaseModel)):
+                found.append(
+                    f"node {self.name!r}: a prompt= needs schema=, a pydantic model of the answer"
+                )
+            if self.result is not None and not (
+                isinstance(self.result, str) or callable(self.result)  # pyright: ignore[reportUnnecessaryIsInstance]
+            ):
+                found.append(f"node {self.name!r}: result= must name a field or be a function")
+            if not _is_count(self.attempts) or self.attempts < 1:
+                found.append(f"node {self.name!r}: attempts= must be an int >= 1")
+            if callable(self.prompt):
+                found += _check_fn(self.name, "prompt=", self.prompt, (1, 2))
+            if callable(self.result):
+                found += _check_fn(self.name, "result=", self.result, (2,))
         return found + _check_fn(self.name, "its function", self.fn, (1, 2))
 
 

@@ -124,7 +124,8 @@ class Guardrails:
         approval_expires_after: seconds until such a request expires (None: never).
         rate_limits: limits over every tool call (``scope="global"``) or per run
             (``scope="run"``); each tool's own ``rate_limit`` applies as well.
-        budget: per-run limits on tool calls and cost.
+        budget: per-run limits on tool calls and cost (model calls' cost included).
+        model_rate_limit: calls per period to each model, across all runs.
         policies: your own checks, run after the built-in ones.
         redact: maps a call's arguments to what the audit log keeps (hide secrets).
     """
@@ -137,6 +138,7 @@ class Guardrails:
     approval_expires_after: float | None = None
     rate_limits: tuple[RateLimit, ...] = ()
     budget: Budget | None = None
+    model_rate_limit: RateLimit | None = None
     policies: tuple[Policy, ...] = ()
     redact: Callable[[str, Mapping[str, Any]], Mapping[str, Any]] | None = None
 

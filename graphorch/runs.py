@@ -45,6 +45,7 @@ from .events import (
 )
 from .exceptions import (
     ApprovalRejectedError,
+    ModelError,
     ChildRunError,
     DelegationError,
     BudgetExceededError,
@@ -65,6 +66,7 @@ from .exceptions import (
 from .graph import Edge, FrozenGraph
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.approvals import ApprovalRecord
+from .planning import ModelBox, run_model_plan
 from .store.base import CheckpointWrite, Lease, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
@@ -80,6 +82,7 @@ StateT = TypeVar("StateT", bound=BaseModel)
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
 # errors a node can recover from along an error edge, and those that always stop the run
 _ROUTABLE = (
+    ModelError,
     NodeError,
     NodeTimeoutError,
     ToolError,
@@ -561,14 +564,23 @@ class Run(Generic[StateT]):
             emit=self._emit_custom,
             tools=lambda: ToolBox(engine, self, name),
             error=self._error,
+            model=lambda: ModelBox(self, name),
         )
 
     def _emit_custom(self, node: str, name: str, data: dict[str, Any]) -> None:
         self._publish(CustomEvent(run_id=self.id, step=self.steps, node=node, name=name, data=data))
 
+    async def journal_flush(self) -> None:
+        """Durably write the results of calls made so far in this step."""
+        if self.ledger.unsent:
+            await self._journal([])
+
     async def journal_started(self, record: ToolCallRecord) -> None:
         """Durably mark a call as started (with any results not yet written)."""
-        calls = [*self.ledger.unsent, record]
+        await self._journal([record])
+
+    async def _journal(self, records: list[ToolCallRecord]) -> None:
+        calls = [*self.ledger.unsent, *records]
         self.ledger.unsent = []
         events, self._pending = self._pending, []
         try:
@@ -580,8 +592,10 @@ class Run(Generic[StateT]):
 
     async def _call_node(self, node: Node, attempt: int) -> _Outcome:
         if isinstance(node, PlanNode):
-            result = await _invoke(node.fn, self.state, self._context(node, attempt))
-            return self._outcome(node, result)
+            ctx = self._context(node, attempt)
+            if node.fn is None:
+                return self._outcome(node, await run_model_plan(self, node, ctx))
+            return self._outcome(node, await _invoke(node.fn, self.state, ctx))
         if isinstance(node, ApproveNode):
             changes, outcome = await self._rt.desk.run_node(self, node)
             normalized = self.graph.schema.normalize(self.state, changes, node=node.name)

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from pydantic import BaseModel
 from pydantic_core import to_json
 
 from .approvals import ApprovalDesk, Authorizer
+from .models.base import ChatModel
 from .context import BacktrackInfo, ErrorInfo
 from .events import CallResolved, Event, RunResumed, RunStarted
 from .exceptions import (
@@ -86,6 +87,8 @@ class Runtime:
             died releases its runs after this long.
         max_concurrency: the most parallel branches, parallel tool calls and fan-out
             children running at once across all runs of this runtime (None: no limit).
+        model: the model plan nodes and ``ctx.model`` use, or several by name (the
+            first is the default).
     """
 
     def __init__(
@@ -100,19 +103,31 @@ class Runtime:
         authorize: Authorizer | None = None,
         lease_ttl: float = 30.0,
         max_concurrency: int | None = None,
+        model: ChatModel | Mapping[str, ChatModel] | None = None,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         if max_concurrency is not None and (
-            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1  # pyright: ignore[reportUnnecessaryIsInstance]
         ):
             raise DefinitionError("Runtime(max_concurrency=...) must be an int >= 1")
-        self.limiter = (
-            None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
-        )
+        self.limiter = None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
         self.tools = tools if tools is not None else ToolRegistry()
         self.guardrails = guardrails if guardrails is not None else Guardrails()
         self.engine = CallEngine(self.tools, self.guardrails)
         self.desk = ApprovalDesk(self, roles_of=roles_of, authorize=authorize)
+        if model is None:
+            self.models: dict[str, ChatModel] = {}
+        elif isinstance(model, Mapping):
+            self.models = dict(cast(Mapping[str, ChatModel], model))
+        else:
+            self.models = {model.name: model}
+        for name, m in self.models.items():
+            if not isinstance(m, ChatModel):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise DefinitionError(
+                    f"model {name!r} is not a ChatModel (it needs `name` and `complete()`)"
+                )
         self.deps = deps
         self.lease_ttl = lease_ttl
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

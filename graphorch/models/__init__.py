@@ -5,7 +5,8 @@ needs ``openai`` or ``anthropic``; install them with ``pip install 'graphorch[op
 or ``'graphorch[anthropic]'``.
 """
 
-from .anthropic import AnthropicModel
+from typing import TYPE_CHECKING, Any
+
 from .base import (
     ChatModel,
     Completion,
@@ -21,8 +22,24 @@ from .base import (
     Usage,
     validate_output,
 )
-from .openai import OpenAIModel
 from .scripted import ScriptedCall, ScriptedModel
+
+if TYPE_CHECKING:
+    from .anthropic import AnthropicModel
+    from .openai import OpenAIModel
+
+
+def __getattr__(name: str) -> Any:
+    # the adapters (and their HTTP helpers) load on first use, keeping `import graphorch` fast
+    if name == "OpenAIModel":
+        from .openai import OpenAIModel
+
+        return OpenAIModel
+    if name == "AnthropicModel":
+        from .anthropic import AnthropicModel
+
+        return AnthropicModel
+    raise AttributeError(f"module 'graphorch.models' has no attribute {name!r}")
 
 __all__ = [
     "AnthropicModel",

@@ -4,17 +4,7 @@ Everything here is provider-neutral. Adapters (``openai``, ``anthropic``) and th
 :class:`~graphorch.models.scripted.ScriptedModel` import this module and their SDK only;
 the core never imports an adapter.
 
-Model errors live here for now (they will move to :mod:`graphorch.exceptions`)::
-
-    GraphorchError
-    ├── RunError
-    │   └── ModelError                  a model call went wrong (model, status_code, ...)
-    │       ├── ModelOutputError        not JSON, wrong shape or empty (raw, errors, feedback)
-    │       ├── ModelRefusalError       the model declined to answer (refusal)
-    │       ├── ModelRateLimitError     HTTP 429 after the retries (retry_after)
-    │       ├── ModelUnavailableError   HTTP 5xx or no connection after the retries
-    │       └── ModelTimeoutError       the call ran past its timeout
-    └── MissingDependencyError          an optional extra is not installed (also ImportError)
+Model errors live in :mod:`graphorch.exceptions` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -27,7 +17,16 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload, run
 
 from pydantic import BaseModel, ValidationError
 
-from graphorch.exceptions import DefinitionError, GraphorchError, RunError
+from graphorch.exceptions import (
+    DefinitionError,
+    MissingDependencyError,
+    ModelError,
+    ModelOutputError,
+    ModelRateLimitError,
+    ModelRefusalError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
 
 __all__ = [
     "ChatModel",
@@ -55,156 +54,6 @@ _ROLES = ("system", "user", "assistant", "tool")
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class MissingDependencyError(GraphorchError, ImportError):
-    """An optional dependency is not installed; the message says which extra to install.
-
-    Attributes:
-        package: the missing distribution (``openai``).
-        extra: the graphorch extra that brings it (``openai``).
-    """
-
-    def __init__(self, package: str, extra: str, *, purpose: str) -> None:
-        self.package = package
-        self.extra = extra
-        super().__init__(
-            f"{purpose} needs the {package!r} package, which is not installed; "
-            f"install it with: pip install 'graphorch[{extra}]'",
-            name=package,
-        )
-
-
-class ModelError(RunError):
-    """A model call went wrong. Node code may catch it and route on it.
-
-    Attributes:
-        model: the model's name, if known.
-        status_code: the provider's HTTP status, if one was received.
-        retry_after: seconds the provider asked to wait, if it said.
-        attempts: HTTP requests made for this call, retries included.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        model: str | None = None,
-        status_code: int | None = None,
-        retry_after: float | None = None,
-        attempts: int = 1,
-        run_id: str | None = None,
-        node: str | None = None,
-    ) -> None:
-        self.model = model
-        self.status_code = status_code
-        self.retry_after = retry_after
-        self.attempts = attempts
-        super().__init__(message, run_id=run_id, node=node)
-
-
-OutputErrorKind = Literal["empty", "not_json", "schema"]
-
-
-class ModelOutputError(ModelError):
-    """The model answered, but not with what was asked: empty, not JSON, wrong shape.
-
-    The call was made (and paid for): ``usage`` says what it cost. ``feedback`` is a
-    message to send back to the model so it can correct itself.
-
-    Attributes:
-        kind: ``"empty"``, ``"not_json"`` or ``"schema"``.
-        raw: the model's answer as received.
-        errors: one line per problem (the JSON error, or each validation error).
-        schema: the requested schema's name, if any.
-        usage: tokens and cost of the call.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: OutputErrorKind,
-        raw: str,
-        errors: Sequence[str] = (),
-        schema: str | None = None,
-        usage: Usage | None = None,
-        model: str | None = None,
-        run_id: str | None = None,
-        node: str | None = None,
-    ) -> None:
-        self.kind: OutputErrorKind = kind
-        self.raw = raw
-        self.errors = list(errors)
-        self.schema = schema
-        self.usage = usage
-        super().__init__(message, model=model, run_id=run_id, node=node)
-
-    @property
-    def feedback(self) -> str:
-        """A user message telling the model what was wrong with its answer."""
-        if self.kind == "empty":
-            problem = "Your previous answer was empty."
-        elif self.kind == "not_json":
-            problem = "Your previous answer was not valid JSON: " + "; ".join(self.errors)
-        else:
-            problem = "Your previous answer did not match the required schema:\n" + "\n".join(
-                f"- {e}" for e in self.errors
-            )
-        target = f" matching the {self.schema} schema" if self.schema else ""
-        return f"{problem}\nAnswer again with only a JSON object{target}, no other text."
-
-
-class ModelRefusalError(ModelError):
-    """The model declined to answer (a refusal, or a content filter stopped it).
-
-    Attributes:
-        refusal: the model's explanation, if it gave one.
-        usage: tokens and cost of the call.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        refusal: str = "",
-        usage: Usage | None = None,
-        model: str | None = None,
-        run_id: str | None = None,
-        node: str | None = None,
-    ) -> None:
-        self.refusal = refusal
-        self.usage = usage
-        super().__init__(message, model=model, run_id=run_id, node=node)
-
-
-class ModelRateLimitError(ModelError):
-    """The provider answered HTTP 429 and kept doing so after the retries."""
-
-
-class ModelUnavailableError(ModelError):
-    """The provider answered HTTP 5xx, or could not be reached, after the retries."""
-
-
-class ModelTimeoutError(ModelError):
-    """The call ran past its timeout (retries and their waits included).
-
-    Attributes:
-        timeout: the timeout in seconds.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        timeout: float | None = None,
-        model: str | None = None,
-        attempts: int = 1,
-        run_id: str | None = None,
-        node: str | None = None,
-    ) -> None:
-        self.timeout = timeout
-        super().__init__(message, model=model, attempts=attempts, run_id=run_id, node=node)
 
 
 # --------------------------------------------------------------------------- values
