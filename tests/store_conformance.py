@@ -15,8 +15,11 @@ Every test runs on asyncio and on trio.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -24,12 +27,14 @@ import anyio
 import pytest
 
 from graphorch.events import (
+    CallResolved,
     CustomEvent,
     Event,
     RunFinished,
     RunStarted,
     StepFinished,
     StepStarted,
+    ToolCalled,
 )
 from graphorch.exceptions import (
     CheckpointNotFoundError,
@@ -49,6 +54,7 @@ from graphorch.store.base import (
     Store,
     apply_append,
 )
+from graphorch.store.journal import CallStatus, ToolCallRecord
 from graphorch.types import CheckpointId, RunId, RunStatus
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -125,6 +131,7 @@ async def step(
     next_nodes: tuple[str, ...] = ("a",),
     events: list[Event] | None = None,
     at: datetime | None = None,
+    calls: Sequence[ToolCallRecord] = (),
 ) -> CheckpointWrite:
     """Commit checkpoint ``seq`` (parent ``seq - 1``) of ``run_id``."""
     rid = RunId(run_id)
@@ -159,8 +166,80 @@ async def step(
         RunUpdate(status=status, reason=reason, output=output),
         events,
         run_id=rid,
+        calls=calls,
     )
     return checkpoint
+
+
+def call(
+    run_id: str,
+    seq: int,
+    index: int = 0,
+    *,
+    status: CallStatus = CallStatus.STARTED,
+    node: str = "a",
+    tool: str = "create_ticket",
+) -> ToolCallRecord:
+    """A journal record of call ``index`` made by node ``node`` in step ``seq``."""
+    started = T0 + timedelta(seconds=seq, microseconds=index)
+    record = ToolCallRecord(
+        key=f"{run_id}:{seq}:{node}:{index}",
+        run_id=RunId(run_id),
+        seq=seq,
+        node=node,
+        index=index,
+        tool=tool,
+        args=json.dumps({"title": "ünï ✓", "n": index}, ensure_ascii=False).encode(),
+        status=CallStatus.STARTED,
+        started_at=started,
+    )
+    return settle(record, status)
+
+
+def settle(record: ToolCallRecord, status: CallStatus, **changes: Any) -> ToolCallRecord:
+    """``record`` with outcome ``status`` (every optional field set)."""
+    if status is CallStatus.STARTED:
+        return replace(record, **changes)
+    done = record.started_at + timedelta(milliseconds=250)
+    if status is CallStatus.SUCCEEDED:
+        fields: dict[str, Any] = {"result": b'{"id": 7, "text": "\\u00ff \xc3\xbc"}', "cost": 0.125}
+    else:
+        fields = {"error": "HTTP 503 - unavailable ✗", "error_type": "ToolFailedError"}
+    return replace(record, status=status, **{"finished_at": done, **fields, **changes})
+
+
+def tool_event(record: ToolCallRecord, outcome: str) -> ToolCalled:
+    return ToolCalled(
+        run_id=record.run_id,
+        step=record.seq,
+        role="support",
+        node=record.node,
+        tool=record.tool,
+        key=record.key,
+        args={"title": "ünï ✓"},
+        outcome=outcome,
+        decision="allow",
+        duration=0.25,
+        at=100.0 + record.index,
+    )
+
+
+def genesis_hex(run_id: str) -> str:
+    return hashlib.sha256(b"graphorch-run:" + run_id.encode()).hexdigest()
+
+
+async def audit_scene(store: Store) -> int:
+    """Run ``r1`` (9 events: positions 0-8) and run ``clean`` (3 events), both with
+    journaled calls; returns how many events there are in all."""
+    await new_run(store, "r1")
+    await new_run(store, "clean")
+    for seq in range(1, 5):
+        await step(store, "r1", seq, {"n": SetField(str(seq).encode())})
+    first = call("clean", 1)
+    await store.journal(None, [first], [tool_event(first, "started")], run_id=RunId("clean"))
+    done = settle(first, CallStatus.SUCCEEDED)
+    await step(store, "clean", 1, {}, events=[tool_event(done, "succeeded")], calls=[done])
+    return 9 + 3
 
 
 async def snapshot(store: Store, run_id: str) -> tuple[Any, ...]:
@@ -696,3 +775,255 @@ class StoreConformance:
         before = await snapshot(store, "r1")
         await store.compact()
         assert await snapshot(store, "r1") == before
+
+    # -- the tool-call journal ------------------------------------------------------------
+
+    async def test_journal_upsert_keeps_first_order(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        lease = await store.acquire_lease(rid, "alpha", 60)
+        a, b = call("r1", 0, 0), call("r1", 0, 1)
+        await store.journal(lease, [a], [tool_event(a, "started")], run_id=rid)
+        await store.journal(lease, [b], [], run_id=rid)
+        assert await store.list_calls(rid) == [a, b]
+        done = settle(a, CallStatus.SUCCEEDED)
+        await store.journal(lease, [done], [tool_event(done, "succeeded")], run_id=rid)
+        assert await store.list_calls(rid) == [done, b]  # replaced in place
+        failed = settle(b, CallStatus.FAILED)
+        c = call("r1", 0, 2)
+        await store.journal(lease, [c, failed], [], run_id=rid)
+        got = await store.list_calls(rid)
+        assert got == [done, failed, c]
+        assert [e.kind for e in await store.list_events(rid)] == [
+            "run_started",
+            "tool_called",
+            "tool_called",
+        ]
+
+    async def test_journal_round_trips_every_field(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        plus2 = timezone(timedelta(hours=2))
+        odd = timezone(timedelta(hours=-3, minutes=-30))
+        base = call("r1", 3, 4, tool="model:gpt")
+        records = [
+            settle(
+                base,
+                CallStatus.SUCCEEDED,
+                args=bytes(range(256)),
+                result=b"\x00\xff" * 300,
+                cost=1e-9 + 0.1,
+                started_at=datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=plus2),
+                finished_at=datetime(2025, 3, 4, 5, 6, 8, 1, tzinfo=odd),
+                resolved_by="ops@example.com",
+            ),
+            settle(
+                call("r1", 3, 5),
+                CallStatus.FAILED,
+                started_at=datetime(2024, 1, 2, 3, 4, 5, 6),  # naive stays naive
+                finished_at=datetime(2024, 1, 2, 3, 4, 6),
+                args=b"",
+            ),
+            call("r1", 3, 6),
+        ]
+        await store.journal(None, records, [], run_id=rid)
+        got = await store.list_calls(rid)
+        assert got == records
+        assert [type(c.status) for c in got] == [CallStatus] * 3
+        assert got[0].started_at.utcoffset() == timedelta(hours=2)
+        assert got[0].finished_at is not None
+        assert got[0].finished_at.utcoffset() == timedelta(hours=-3, minutes=-30)
+        assert got[1].started_at.tzinfo is None and got[2].finished_at is None
+        assert got[2].result is None and got[2].error is None and got[2].cost == 0.0
+        assert isinstance(got[0].args, bytes) and isinstance(got[0].result, bytes)
+
+    async def test_list_calls_by_step(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        await new_run(store, "r2")
+        one = [call("r1", 1, i) for i in range(3)]
+        two = [call("r1", 2, i) for i in range(2)]
+        await store.journal(None, [one[0], two[0]], [], run_id=rid)
+        await store.journal(None, [one[1], one[2], two[1]], [], run_id=rid)
+        await store.journal(None, [call("r2", 1)], [], run_id=RunId("r2"))
+        assert await store.list_calls(rid, seq=1) == one
+        assert await store.list_calls(rid, seq=2) == two
+        assert await store.list_calls(rid, seq=3) == []
+        assert await store.list_calls(rid) == [one[0], two[0], one[1], one[2], two[1]]
+        assert await store.list_calls(RunId("r2")) == [call("r2", 1)]
+
+    async def test_journal_is_fenced(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        old = await store.acquire_lease(rid, "alpha", 0.05)
+        a = call("r1", 0)
+        await store.journal(old, [a], [tool_event(a, "started")], run_id=rid)
+        await anyio.sleep(0.1)
+        new = await store.acquire_lease(rid, "beta", 60)
+        before = (await snapshot(store, "r1"), await store.list_calls(rid))
+        done, b = settle(a, CallStatus.SUCCEEDED), call("r1", 0, 1)
+        with pytest.raises(LeaseLostError):
+            await store.journal(old, [done, b], [tool_event(done, "succeeded")], run_id=rid)
+        assert (await snapshot(store, "r1"), await store.list_calls(rid)) == before
+        assert (await store.verify_events(rid)).ok
+        await store.journal(new, [done], [], run_id=rid)
+        assert await store.list_calls(rid) == [done]
+
+    async def test_operator_settles_a_call_without_the_lease(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        lease = await store.acquire_lease(rid, "alpha", 60)
+        a = call("r1", 0)
+        await store.journal(lease, [a], [], run_id=rid)
+        settled = settle(a, CallStatus.SUCCEEDED, resolved_by="ops")
+        resolved = CallResolved(
+            run_id=rid, step=0, key=a.key, tool=a.tool, outcome="succeeded", by="ops", at=5.0
+        )
+        await store.journal(None, [settled], [resolved], run_id=rid)  # lease still held
+        assert await store.list_calls(rid, seq=0) == [settled]
+        assert (await store.list_events(rid))[-1] == resolved
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=lease)  # owner unaffected
+
+    async def test_journal_bad_input_writes_nothing(self, store: Store) -> None:
+        nope = RunId("nope")
+        with pytest.raises(RunNotFoundError):
+            await store.journal(None, [call("nope", 0)], [], run_id=nope)
+        with pytest.raises(RunNotFoundError):
+            await store.journal(None, [], [StepStarted(run_id=nope, step=0, node="a")], run_id=nope)
+        with pytest.raises(RunNotFoundError):
+            await store.list_calls(nope)
+        with pytest.raises(RunNotFoundError):
+            await store.list_calls(nope, seq=0)
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        await new_run(store, "r2")
+        before = await snapshot(store, "r1")
+        stray = call("r2", 0)
+        with pytest.raises(StoreError, match="r2"):
+            await store.journal(None, [call("r1", 0), stray], [], run_id=rid)
+        with pytest.raises(StoreError, match="r2"):
+            await step(store, "r1", 1, {"n": SetField(b"1")}, calls=[stray])
+        # A key already journaled for another run is not taken over.
+        await store.journal(None, [stray], [], run_id=RunId("r2"))
+        hijack = replace(stray, run_id=rid)
+        with pytest.raises(StoreError, match="already journaled for another run"):
+            await store.journal(
+                None, [hijack], [StepStarted(run_id=rid, step=0, node="a")], run_id=rid
+            )
+        assert await snapshot(store, "r1") == before
+        assert await store.list_calls(rid) == []
+        assert await store.list_calls(RunId("r2")) == [stray]
+
+    async def test_commit_step_writes_calls_with_the_checkpoint(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        lease = await store.acquire_lease(rid, "alpha", 60)
+        a, b = call("r1", 0, 0), call("r1", 0, 1)
+        await store.journal(lease, [a], [], run_id=rid)
+        done_a, done_b = settle(a, CallStatus.SUCCEEDED), settle(b, CallStatus.FAILED)
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=lease, calls=[done_a, done_b])
+        assert await store.list_calls(rid, seq=0) == [done_a, done_b]
+        assert (await store.get_run(rid)).seq == 1
+        # A commit that fails writes neither its checkpoint nor its calls.
+        c = call("r1", 1)
+        before = (await snapshot(store, "r1"), await store.list_calls(rid))
+        with pytest.raises(StoreError, match="already exists"):
+            await step(store, "r1", 1, {"n": SetField(b"9")}, lease=lease, calls=[c])
+        assert (await snapshot(store, "r1"), await store.list_calls(rid)) == before
+        # Nor does a fenced-out one.
+        stale = lease
+        await store.release_lease(lease)
+        await store.acquire_lease(rid, "beta", 60)
+        with pytest.raises(LeaseLostError):
+            await step(store, "r1", 2, {"n": SetField(b"2")}, lease=stale, calls=[c])
+        assert (await snapshot(store, "r1"), await store.list_calls(rid)) == before
+
+    async def test_deleting_a_run_deletes_its_calls(self, store: Store) -> None:
+        old = T0 - timedelta(days=9)
+        await new_run(store, "r1")
+        await new_run(store, "gone", created_at=old, status=RunStatus.SUCCEEDED)
+        await new_run(store, "kept")
+        await store.journal(None, [call("r1", 0), call("r1", 1)], [], run_id=RunId("r1"))
+        await store.journal(None, [call("gone", 0)], [], run_id=RunId("gone"))
+        await store.journal(None, [call("kept", 0)], [], run_id=RunId("kept"))
+        await store.delete_run(RunId("r1"))
+        assert await store.prune_runs(created_before=T0) == 1
+        with pytest.raises(RunNotFoundError):
+            await store.list_calls(RunId("r1"))
+        await new_run(store, "r1")  # the same id again starts with an empty journal
+        await new_run(store, "gone")
+        assert await store.list_calls(RunId("r1")) == []
+        assert await store.list_calls(RunId("gone")) == []
+        await store.journal(None, [call("r1", 0)], [], run_id=RunId("r1"))
+        assert await store.list_calls(RunId("r1")) == [call("r1", 0)]
+        assert await store.list_calls(RunId("kept")) == [call("kept", 0)]
+        assert (await store.verify_events()).ok
+
+    # -- the audit log ---------------------------------------------------------------------
+
+    async def test_verify_a_clean_log(self, store: Store) -> None:
+        total = await audit_scene(store)
+        report = await store.verify_events()
+        assert report.ok and report.problems == [] and report.checked == total
+        one = await store.verify_events(RunId("r1"))
+        assert (one.ok, one.checked) == (True, 9)
+        with pytest.raises(RunNotFoundError):
+            await store.verify_events(RunId("nope"))
+        await new_run(store, "quiet", events=[])  # a run with no events yet
+        assert await store.verify_events(RunId("quiet")) == type(one)(True, 0, [])
+        await store.commit_step(
+            None, None, RunUpdate(RunStatus.FAILED, reason="x"), [], run_id=RunId("quiet")
+        )
+        await store.delete_run(RunId("clean"))
+        await store.prune_checkpoints(RunId("r1"), keep_last=1)
+        await store.compact()
+        assert (await store.verify_events()).ok
+
+    async def test_audit_rows(self, store: Store) -> None:
+        await audit_scene(store)
+        events = await store.list_events(RunId("r1"))
+        rows = await store.audit_rows(RunId("r1"))
+        assert [r.position for r in rows] == list(range(9))
+        assert all(r.run_id == "r1" for r in rows)
+        assert [r.event for r in rows] == [json.loads(json.dumps(e.to_data())) for e in events]
+        assert list(rows[0].event)[:2] == ["kind", "run_id"]
+        assert rows[0].prev_hash == genesis_hex("r1")
+        for before, row in itertools.pairwise(rows):
+            assert row.prev_hash == before.hash
+        assert len({r.hash for r in rows}) == 9 and all(len(r.hash) == 64 for r in rows)
+        clean = await store.audit_rows(RunId("clean"))
+        assert [r.event["kind"] for r in clean] == ["run_started", "tool_called", "tool_called"]
+        assert clean[1].event["args"] == {"title": "ünï ✓"}
+        # The same events hash the same in every store: the chain is the export's proof.
+        assert (
+            clean[0].hash
+            == hashlib.sha256(
+                bytes.fromhex(genesis_hex("clean"))
+                + b'{"kind":"run_started","step":0,"at":1.5,"graph":"g","forked_from":null}'
+            ).hexdigest()
+        )
+        for row in rows + clean:
+            assert json.loads(json.dumps(row.event)) == row.event  # JSON Lines ready
+        with pytest.raises(RunNotFoundError):
+            await store.audit_rows(RunId("nope"))
+        await new_run(store, "quiet", events=[])
+        assert await store.audit_rows(RunId("quiet")) == []
+
+    async def test_chains_survive_concurrent_writers(self, store: Store) -> None:
+        async def drive(name: str) -> None:
+            rid = RunId(name)
+            await new_run(store, name)
+            lease = await store.acquire_lease(rid, "me", 60)
+            for seq in range(1, 6):
+                c = call(name, seq)
+                await store.journal(lease, [c], [tool_event(c, "started")], run_id=rid)
+                done = settle(c, CallStatus.SUCCEEDED)
+                await step(store, name, seq, {"n": SetField(b"1")}, lease=lease, calls=[done])
+
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(drive, f"w{i}")
+        report = await store.verify_events()
+        assert report.ok, report.problems
+        assert report.checked == 30 * (1 + 5 * 3)
+        assert len(await store.list_calls(RunId("w17"))) == 5

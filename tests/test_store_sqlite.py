@@ -12,11 +12,23 @@ from pathlib import Path
 
 import anyio
 import pytest
-from store_conformance import T0, StoreConformance, cid, new_run, snapshot, step
+from store_conformance import (
+    T0,
+    StoreConformance,
+    audit_scene,
+    call,
+    cid,
+    new_run,
+    settle,
+    snapshot,
+    step,
+    tool_event,
+)
 
 from graphorch.exceptions import DatabaseError, LeaseLostError
 from graphorch.store._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from graphorch.store.base import AppendField, RunUpdate, SetField
+from graphorch.store.journal import CallStatus
 from graphorch.store.sqlite import SQLiteStore
 from graphorch.types import RunId, RunStatus
 
@@ -70,7 +82,8 @@ async def test_persists_across_reopen(tmp_path: Path) -> None:
     await step(again, "r1", 40, {"items": AppendField(b"[40]")}, lease=lease)
     items = (await again.get_checkpoint(RunId("r1"))).state["items"]
     assert items == ("[" + ",".join(str(i) for i in range(1, 41)) + "]").encode()
-    assert await again.verify_events(RunId("r1")) is None
+    report = await again.verify_events(RunId("r1"))
+    assert report.ok and report.checked == 1 + 2 * 40
     await again.close()
 
 
@@ -170,20 +183,119 @@ async def test_refuses_corrupt_file(tmp_path: Path) -> None:
     await refused(truncated, "corrupt")
 
 
-async def test_edited_event_is_detected(tmp_path: Path) -> None:
-    path = tmp_path / "audit.db"
-    store = SQLiteStore(path)
-    await new_run(store, "r1")
-    for seq in range(1, 4):
-        await step(store, "r1", seq, {"n": SetField(str(seq).encode())})
-    assert await store.verify_events(RunId("r1")) is None
+def tamper(path: Path, *sql: str) -> None:
+    """Change the file behind the store's back, as anyone with the sqlite3 shell could."""
     conn = sqlite3.connect(path)
-    conn.execute(
-        "UPDATE events SET data = replace(data, '\"a\"', '\"b\"') WHERE run_id = 'r1' AND n = 3"
-    )
+    for statement in sql:
+        conn.execute(statement)
     conn.commit()
     conn.close()
-    assert await store.verify_events(RunId("r1")) == 3
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (  # (a) an event's content edited
+            [
+                "UPDATE events SET data = replace(data, '\"a\"', '\"b\"') WHERE run_id = 'r1' AND n = 3"
+            ],
+            ["run 'r1', position 3: edited"],
+        ),
+        (  # (a') edited, and its hash recomputed by someone who knows the formula
+            [
+                "UPDATE events SET data = replace(data, '\"a\"', '\"b\"'), hash = zeroblob(32)"
+                " WHERE run_id = 'r1' AND n = 3"
+            ],
+            ["run 'r1', position 3: edited", "run 'r1', position 4: edited"],
+        ),
+        (  # (b) a row deleted from the middle
+            ["DELETE FROM events WHERE run_id = 'r1' AND n = 4"],
+            ["run 'r1', position 4: deleted"],
+        ),
+        (  # (c) the last row deleted
+            ["DELETE FROM events WHERE run_id = 'r1' AND n = 8"],
+            ["run 'r1', position 8: deleted"],
+        ),
+        (  # (c') the last rows deleted
+            ["DELETE FROM events WHERE run_id = 'r1' AND n >= 6"],
+            ["run 'r1', positions 6-8: deleted"],
+        ),
+        (  # (d) a forged row appended
+            [
+                "INSERT INTO events (run_id, n, data, hash) SELECT run_id, 9,"
+                " replace(data, 'step_started', 'forged'), hash FROM events"
+                " WHERE run_id = 'r1' AND n = 7"
+            ],
+            ["run 'r1', position 9: inserted"],
+        ),
+        (  # (d') a forged row slipped in: the tail renumbered to make room
+            [
+                "UPDATE events SET n = -n WHERE run_id = 'r1' AND n >= 5",
+                "UPDATE events SET n = 1 - n WHERE run_id = 'r1' AND n <= -5",
+                "INSERT INTO events (run_id, n, data, hash) VALUES ('r1', 5, '{}', zeroblob(32))",
+            ],
+            [
+                "run 'r1', position 5: edited",
+                "run 'r1', position 6: edited",
+                "run 'r1', position 9: inserted",
+            ],
+        ),
+        (  # the chain head itself removed
+            ["DELETE FROM event_chains WHERE run_id = 'r1'"],
+            ["run 'r1': chain head missing"],
+        ),
+    ],
+    ids=[
+        "edit",
+        "edit+rehash",
+        "delete-middle",
+        "delete-last",
+        "delete-tail",
+        "append",
+        "insert",
+        "head",
+    ],
+)
+async def test_tampering_is_detected(tmp_path: Path, sql: list[str], expected: list[str]) -> None:
+    path = tmp_path / "audit.db"
+    store = SQLiteStore(path)
+    await audit_scene(store)
+    assert (await store.verify_events()).ok
+    tamper(path, *sql)
+    for report in (await store.verify_events(RunId("r1")), await store.verify_events()):
+        assert not report.ok
+        assert len(report.problems) == len(expected), report.problems
+        for problem, start in zip(report.problems, expected, strict=True):
+            assert problem.startswith(start), report.problems
+    clean = await store.verify_events(RunId("clean"))
+    assert clean.ok and clean.checked == 3
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    conn.close()
+    assert (await store.verify_events()).checked == rows
+    # The store goes on writing; the damage stays visible, the new rows verify.
+    await step(store, "clean", 2, {"n": SetField(b"2")})
+    assert (await store.verify_events(RunId("clean"))).ok
+    await store.close()
+    again = SQLiteStore(path)  # a cold process sees the same
+    assert [p.split(":")[0] for p in (await again.verify_events()).problems] == [
+        e.split(":")[0] for e in expected
+    ]
+    await again.close()
+
+
+async def test_a_deleted_tail_stays_a_gap_after_more_writes(tmp_path: Path) -> None:
+    path = tmp_path / "gap.db"
+    store = SQLiteStore(path)
+    await audit_scene(store)
+    tamper(path, "DELETE FROM events WHERE run_id = 'r1' AND n >= 7")
+    await step(store, "r1", 5, {"n": SetField(b"5")})  # continues after the recorded head
+    report = await store.verify_events()
+    assert report.problems == [
+        "run 'r1', positions 7-8: deleted (missing from the chain)",
+    ]
+    rows = await store.audit_rows(RunId("r1"))
+    assert [r.position for r in rows] == [0, 1, 2, 3, 4, 5, 6, 9, 10]
     await store.close()
 
 
@@ -236,7 +348,9 @@ async def test_two_hundred_concurrent_runs(tmp_path: Path) -> None:
     for name in ("c000", "c199"):
         state = (await store.get_checkpoint(RunId(name))).state
         assert state["items"] == b"[1,2,3,4,5,6,7,8,9,10]"
-        assert await store.verify_events(RunId(name)) is None
+        assert (await store.verify_events(RunId(name))).ok
+    report = await store.verify_events()
+    assert report.ok and report.checked == 200 * (1 + 2 * 10)
     await store.close()
 
 
@@ -245,7 +359,8 @@ _WORKER = textwrap.dedent(
     import sys
     import anyio
     sys.path[:0] = [{root!r}, {tests!r}]
-    from store_conformance import new_run, step
+    from store_conformance import call, new_run, settle, step, tool_event
+    from graphorch.store.journal import CallStatus
     from graphorch.store.base import AppendField, RunUpdate, SetField
     from graphorch.store.sqlite import SQLiteStore
     from graphorch.types import RunId
@@ -257,9 +372,14 @@ _WORKER = textwrap.dedent(
             await new_run(store, name)
             lease = await store.acquire_lease(RunId(name), me, 60)
             for seq in range(1, 21):
+                started = call(name, seq)
+                await store.journal(lease, [started], [], run_id=RunId(name))
+                done = settle(started, CallStatus.SUCCEEDED)
                 await step(store, name, seq, {{"n": SetField(str(seq).encode()),
-                                              "items": AppendField(b"[0]")}}, lease=lease)
+                                              "items": AppendField(b"[0]")}}, lease=lease,
+                           calls=[done])
                 await store.list_runs(limit=5)
+            await store.journal(lease, [], [tool_event(done, "succeeded")], run_id=RunId(name))
 
         async with anyio.create_task_group() as tg:
             for i in range(10):
@@ -296,6 +416,10 @@ def test_four_processes_share_one_file(tmp_path: Path) -> None:
         assert len(runs) == 40 and all(r.seq == 20 for r in runs)
         state = (await store.get_checkpoint(RunId("p3-9"))).state
         assert state == {"n": b"20", "items": ("[" + ",".join(["0"] * 20) + "]").encode()}
+        report = await store.verify_events()
+        assert report.ok, report.problems[:5]
+        assert report.checked == 40 * (1 + 2 * 20 + 1)
+        assert [c.status for c in await store.list_calls(RunId("p2-5"))] == ["succeeded"] * 20
         await store.close()
 
     anyio.run(check)
@@ -384,3 +508,79 @@ async def test_listing_100k_runs_uses_indexes(tmp_path: Path) -> None:
     assert newest[0].seq == 0 and newest[0].next_nodes == ("a",)
     assert newest[0].head == cid("b099991", 0)
     await store.close()
+
+
+def schema(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name"
+        ).fetchall()
+    conn.close()
+    return [(str(n), str(q)) for n, q in rows]
+
+
+async def test_version_1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+    """A file written before the journal existed: schema version 1, no tool_calls or
+    chain heads. Opening it migrates it in place; its runs, events and chains stay."""
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    await new_run(store, "quiet", events=[])
+    lease = await store.acquire_lease(RunId("r1"), "alpha", 60)
+    for seq in range(1, 6):
+        await step(store, "r1", seq, {"items": AppendField(f"[{seq}]".encode())}, lease=lease)
+    await store.release_lease(lease)
+    before = {name: await snapshot(store, name) for name in ("r1", "quiet")}
+    rows_before = await store.audit_rows(RunId("r1"))
+    await store.close()
+    fresh = schema(path)
+    # Take the file back to what version 1 wrote: the same tables, minus version 2's.
+    tamper(
+        path,
+        "DROP TABLE tool_calls",
+        "DROP TABLE event_chains",
+        "PRAGMA user_version = 1",
+    )
+    assert SCHEMA_VERSION == 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+
+    again = SQLiteStore(path)
+    assert {name: await snapshot(again, name) for name in ("r1", "quiet")} == before
+    assert await again.audit_rows(RunId("r1")) == rows_before
+    report = await again.verify_events()
+    assert report.ok and report.checked == 11
+    assert schema(path) == fresh  # exactly the schema a new file gets
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    # It goes on: calls are journaled, the chain continues, and a deleted tail shows.
+    lease = await again.acquire_lease(RunId("r1"), "alpha", 60)
+    started = call("r1", 5)
+    await again.journal(lease, [started], [tool_event(started, "started")], run_id=RunId("r1"))
+    await step(again, "r1", 6, {}, lease=lease, calls=[settle(started, CallStatus.SUCCEEDED)])
+    assert [c.status for c in await again.list_calls(RunId("r1"))] == [CallStatus.SUCCEEDED]
+    assert (await again.verify_events()).ok
+    await again.close()
+    tamper(path, "DELETE FROM events WHERE run_id = 'r1' AND n = 13")
+    last = SQLiteStore(path)
+    assert (await last.verify_events()).problems == [
+        "run 'r1', position 13: deleted (the chain head records 14 events; the log ends "
+        "at position 12)"
+    ]
+    await last.close()
+
+
+async def test_file_missing_version_2_tables_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    await store.close()
+    tamper(path, "DROP TABLE event_chains")
+    before = file_bytes(path)
+    broken = SQLiteStore(path)
+    with pytest.raises(DatabaseError, match="event_chains"):
+        await broken.get_run(RunId("r1"))
+    await broken.close()
+    assert file_bytes(path) == before

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from graphorch.exceptions import DatabaseError
+from graphorch.store._audit import genesis
 from graphorch.store._sqlite_worker import BUSY_RETRY_SECONDS, is_busy
 
 if TYPE_CHECKING:
@@ -127,7 +128,60 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """The tool-call journal, and the audit chains' heads."""
+    # A rowid table keyed by the idempotency key: an upsert keeps a call's rowid, so
+    # rowid order is the order calls were first journaled.
+    db.conn.execute(
+        """
+        CREATE TABLE tool_calls (
+            key TEXT PRIMARY KEY,   -- "<run_id>:<seq>:<node>:<index>"
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            seq INTEGER NOT NULL,   -- the checkpoint the calling step started from
+            node TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            tool TEXT NOT NULL,
+            args BLOB NOT NULL,
+            status TEXT NOT NULL,   -- started, succeeded, failed
+            result BLOB,
+            error TEXT,
+            error_type TEXT,
+            cost REAL NOT NULL,
+            started_us INTEGER NOT NULL,
+            started_off INTEGER,
+            finished_us INTEGER,
+            finished_off INTEGER,
+            resolved_by TEXT
+        )
+        """
+    )
+    db.conn.execute("CREATE INDEX tool_calls_by_run ON tool_calls(run_id, seq)")
+    # One row per run, written with its events: how many there are and the last hash,
+    # so deleting rows from the end of a log is detected too.
+    db.conn.execute(
+        """
+        CREATE TABLE event_chains (
+            run_id TEXT PRIMARY KEY REFERENCES runs(run_id),
+            n INTEGER NOT NULL,     -- events in the run's log: the next position
+            hash BLOB NOT NULL      -- the last event's hash (the chain start when n = 0)
+        ) WITHOUT ROWID
+        """
+    )
+    # An existing log is trusted as it stands (max() picks its row's hash).
+    db.conn.execute(
+        "INSERT INTO event_chains (run_id, n, hash)"
+        " SELECT run_id, max(n) + 1, hash FROM events GROUP BY run_id"
+    )
+    empty = db.conn.execute(
+        "SELECT run_id FROM runs WHERE run_id NOT IN (SELECT run_id FROM event_chains)"
+    ).fetchall()
+    db.conn.executemany(
+        "INSERT INTO event_chains (run_id, n, hash) VALUES (?, 0, ?)",
+        [(str(r[0]), genesis(str(r[0]))) for r in empty],
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -182,7 +236,10 @@ def check_file(path: str, *, quick_check: bool = True) -> bool:
                 f"graphorch reads up to {SCHEMA_VERSION}); upgrade graphorch "
                 "(pip install -U graphorch). The file was not changed."
             )
-        missing = {"runs", "checkpoints", "vals", "events"} - tables
+        wanted = {"runs", "checkpoints", "vals", "events"}
+        if version >= 2:
+            wanted |= {"tool_calls", "event_chains"}
+        missing = wanted - tables
         if version >= 1 and missing:
             raise _fail(path, f"is corrupt (missing tables {sorted(missing)})")
         if quick_check and size <= _QUICK_CHECK_MAX_BYTES:

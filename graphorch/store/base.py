@@ -14,15 +14,18 @@ as reads are exact.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from graphorch.events import Event
+from graphorch.store.journal import ToolCallRecord
 from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = [
     "AppendField",
+    "AuditReport",
+    "AuditRow",
     "CheckpointInfo",
     "CheckpointWrite",
     "FieldWrite",
@@ -179,6 +182,43 @@ class Lease:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What :meth:`Store.verify_events` found.
+
+    Attributes:
+        ok: no problem found.
+        checked: how many event rows were checked.
+        problems: one line per problem, naming the run and the event's position in it
+            and saying what is wrong: ``edited`` (a hash does not match), ``inserted``
+            (a row that does not belong in the chain) or ``deleted`` (positions missing
+            from the chain, including from its end).
+    """
+
+    ok: bool
+    checked: int
+    problems: list[str] = field(default_factory=lambda: [])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One event of the audit log as exported (one JSON Lines row).
+
+    Attributes:
+        run_id: its run.
+        position: its place in the run's chain: 0, 1, 2, ...
+        event: the event in its :meth:`~graphorch.events.Event.to_data` form.
+        prev_hash: the previous row's hash (hex; for position 0, the run's chain start).
+        hash: ``sha256(prev_hash + the event's stored JSON)``, hex.
+    """
+
+    run_id: RunId
+    position: int
+    event: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable storage for runs, checkpoints and events.
@@ -205,15 +245,49 @@ class Store(Protocol):
         events: Sequence[Event],
         *,
         run_id: RunId,
+        calls: Sequence[ToolCallRecord] = (),
     ) -> None:
         """Commit one step in ONE transaction: the checkpoint (if any), the run's new
-        status (its head moves to the checkpoint), and the events.
+        status (its head moves to the checkpoint), the events, and the journal records
+        of the step's tool calls (``calls``, upserted by key as in :meth:`journal`).
 
         Raises:
             LeaseLostError: ``lease`` is no longer the run's current lease; nothing
                 was written.
             RunNotFoundError: no such run.
+            StoreError: a call record belongs to another run; nothing was written.
         """
+        ...
+
+    async def journal(
+        self,
+        lease: Lease | None,
+        calls: Sequence[ToolCallRecord],
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+    ) -> None:
+        """Upsert call records and append events, in ONE transaction.
+
+        A record replaces any earlier record with the same ``key`` (a started call
+        gets its outcome; an operator settles a call) and keeps that record's place in
+        :meth:`list_calls`.
+
+        Args:
+            lease: the run's owner's lease, fencing the write as in
+                :meth:`commit_step`; None for an operator's action (not fenced).
+
+        Raises:
+            LeaseLostError: ``lease`` is no longer the run's current lease; nothing
+                was written.
+            RunNotFoundError: no such run.
+            StoreError: a call record belongs to another run; nothing was written.
+        """
+        ...
+
+    async def list_calls(self, run_id: RunId, *, seq: int | None = None) -> list[ToolCallRecord]:
+        """The run's journaled calls (only those of step ``seq`` when given), in the
+        order they were first journaled. Raises RunNotFoundError."""
         ...
 
     async def get_run(self, run_id: RunId) -> RunRecord:
@@ -253,6 +327,23 @@ class Store(Protocol):
         """The run's events in the order they were committed. Raises RunNotFoundError."""
         ...
 
+    async def verify_events(self, run_id: RunId | None = None) -> AuditReport:
+        """Check the audit log's hash chains: one run's, or every run's when None.
+
+        Finds every edited, inserted or deleted event row (also rows deleted from the
+        end of a run's log) and names its run and position.
+
+        Raises:
+            RunNotFoundError: ``run_id`` was given and there is no such run (nor any
+                event row of it).
+        """
+        ...
+
+    async def audit_rows(self, run_id: RunId) -> list[AuditRow]:
+        """The run's audit log as stored, with hashes, in position order (what an
+        export writes as JSON Lines). Raises RunNotFoundError."""
+        ...
+
     async def acquire_lease(self, run_id: RunId, owner: str, ttl: float) -> Lease:
         """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch.
 
@@ -271,15 +362,16 @@ class Store(Protocol):
         ...
 
     async def delete_run(self, run_id: RunId) -> None:
-        """Delete a run with its checkpoints and events. Raises RunNotFoundError.
+        """Delete a run with its checkpoints, events and journaled calls. Raises
+        RunNotFoundError.
 
         Runs forked from it, or delegated by it, are kept and stay readable.
         """
         ...
 
     async def prune_runs(self, *, created_before: datetime, terminal_only: bool = True) -> int:
-        """Delete runs created before ``created_before`` (with their checkpoints and
-        events); returns how many were deleted.
+        """Delete runs created before ``created_before`` (with their checkpoints,
+        events and journaled calls); returns how many were deleted.
 
         Args:
             created_before: runs created strictly before this are deleted.

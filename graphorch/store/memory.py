@@ -15,8 +15,11 @@ from graphorch.exceptions import (
     RunNotFoundError,
     StoreError,
 )
+from graphorch.store._audit import audit_row, check_chain, event_json, genesis, link
 from graphorch.store.base import (
     AppendField,
+    AuditReport,
+    AuditRow,
     CheckpointInfo,
     CheckpointWrite,
     Lease,
@@ -25,6 +28,7 @@ from graphorch.store.base import (
     StoredCheckpoint,
     apply_append,
 )
+from graphorch.store.journal import ToolCallRecord, check_calls
 from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = ["MemoryStore"]
@@ -38,12 +42,41 @@ class _Checkpoint:
 
 
 @dataclass(slots=True)
+class _AuditEntry:
+    """An event as the audit log holds it: position, stored JSON, chained hash."""
+
+    n: int
+    data: str
+    hash: bytes
+
+
+@dataclass(slots=True)
 class _Run:
     record: RunRecord
+    head: tuple[int, bytes]  # the audit chain's head: event count, last hash
     checkpoints: list[_Checkpoint] = field(default_factory=lambda: [])
     events: list[Event] = field(default_factory=lambda: [])
+    audit: list[_AuditEntry] = field(default_factory=lambda: [])
+    calls: dict[str, ToolCallRecord] = field(default_factory=lambda: {})
     lease: Lease | None = None
     epoch: int = 0
+
+    def chain(self, events: Sequence[Event]) -> list[_AuditEntry]:
+        """The audit entries ``events`` will be (raises before anything changes)."""
+        n, prev = self.head
+        entries: list[_AuditEntry] = []
+        for event in events:
+            data = event_json(event)
+            prev = link(prev, data)
+            entries.append(_AuditEntry(n, data, prev))
+            n += 1
+        return entries
+
+    def append(self, events: Sequence[Event], entries: list[_AuditEntry]) -> None:
+        if entries:
+            self.events.extend(events)
+            self.audit.extend(entries)
+            self.head = (entries[-1].n + 1, entries[-1].hash)
 
 
 class MemoryStore:
@@ -55,6 +88,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
         self._by_checkpoint: dict[str, _Checkpoint] = {}
+        self._call_runs: dict[str, str] = {}  # call key -> its run (keys are global)
 
     def _run(self, run_id: str) -> _Run:
         try:
@@ -98,10 +132,11 @@ class MemoryStore:
     ) -> None:
         if run.run_id in self._runs:
             raise StoreError(f"a run with id {run.run_id!r} already exists")
+        entry = _Run(run, (0, genesis(run.run_id)))
+        audit = entry.chain(events)
         cp = self._materialize(checkpoint)
-        entry = _Run(run)
         entry.checkpoints.append(cp)
-        entry.events.extend(events)
+        entry.append(events, audit)
         self._runs[run.run_id] = entry
         self._by_checkpoint[checkpoint.checkpoint_id] = cp
 
@@ -113,10 +148,12 @@ class MemoryStore:
         events: Sequence[Event],
         *,
         run_id: RunId,
+        calls: Sequence[ToolCallRecord] = (),
     ) -> None:
         entry = self._run(run_id)
-        if lease is not None and (entry.lease is None or entry.lease.epoch != lease.epoch):
-            raise LeaseLostError("another owner took over this run", run_id=run_id)
+        self._fence(entry, lease, run_id)
+        self._check_calls(run_id, calls)
+        audit = entry.chain(events)
         record = entry.record
         if checkpoint is not None:
             cp = self._materialize(checkpoint)
@@ -136,7 +173,66 @@ class MemoryStore:
             output=update.output,
             updated_at=checkpoint.created_at if checkpoint else datetime.now().astimezone(),
         )
-        entry.events.extend(events)
+        entry.append(events, audit)
+        self._put_calls(entry, calls)
+
+    @staticmethod
+    def _fence(entry: _Run, lease: Lease | None, run_id: RunId) -> None:
+        if lease is not None and (entry.lease is None or entry.lease.epoch != lease.epoch):
+            raise LeaseLostError("another owner took over this run", run_id=run_id)
+
+    def _check_calls(self, run_id: RunId, calls: Sequence[ToolCallRecord]) -> None:
+        check_calls(run_id, calls)
+        for call in calls:
+            owner = self._call_runs.get(call.key, run_id)
+            if owner != run_id:
+                raise StoreError(
+                    f"call key {call.key!r} is already journaled for another run ({owner}); "
+                    "nothing was written"
+                )
+
+    def _put_calls(self, entry: _Run, calls: Sequence[ToolCallRecord]) -> None:
+        for call in calls:
+            entry.calls[call.key] = call  # a replaced key keeps its place
+            self._call_runs[call.key] = call.run_id
+
+    async def journal(
+        self,
+        lease: Lease | None,
+        calls: Sequence[ToolCallRecord],
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+    ) -> None:
+        entry = self._run(run_id)
+        self._fence(entry, lease, run_id)
+        self._check_calls(run_id, calls)
+        audit = entry.chain(events)
+        entry.append(events, audit)
+        self._put_calls(entry, calls)
+
+    async def list_calls(self, run_id: RunId, *, seq: int | None = None) -> list[ToolCallRecord]:
+        calls = self._run(run_id).calls.values()
+        return [c for c in calls if seq is None or c.seq == seq]
+
+    async def verify_events(self, run_id: RunId | None = None) -> AuditReport:
+        entries = list(self._runs.items()) if run_id is None else [(run_id, self._run(run_id))]
+        checked = 0
+        problems: list[str] = []
+        for rid, entry in entries:
+            rows = sorted(((a.n, a.data, a.hash) for a in entry.audit), key=lambda r: r[0])
+            count, found = check_chain(rid, rows, entry.head)
+            checked += count
+            problems += found
+        return AuditReport(ok=not problems, checked=checked, problems=problems)
+
+    async def audit_rows(self, run_id: RunId) -> list[AuditRow]:
+        prev = genesis(run_id)
+        rows: list[AuditRow] = []
+        for a in self._run(run_id).audit:
+            rows.append(audit_row(run_id, a.n, a.data, prev, a.hash))
+            prev = a.hash
+        return rows
 
     async def get_run(self, run_id: RunId) -> RunRecord:
         return self._run(run_id).record
@@ -217,6 +313,8 @@ class MemoryStore:
         entry = self._run(run_id)
         for cp in entry.checkpoints:
             self._by_checkpoint.pop(cp.info.checkpoint_id, None)
+        for key in entry.calls:
+            self._call_runs.pop(key, None)
         del self._runs[run_id]
 
     async def prune_runs(self, *, created_before: datetime, terminal_only: bool = True) -> int:

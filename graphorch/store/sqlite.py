@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -20,12 +19,25 @@ from graphorch.exceptions import (
     RunNotFoundError,
     StoreError,
 )
+from graphorch.store import _sqlite_journal as journal_sql
+from graphorch.store._audit import event_json, genesis, link
+from graphorch.store._sqlite_rows import (
+    CP_COLS,
+    GC_SQL,
+    RUN_COLS,
+    RUN_SELECT,
+    TERMINAL,
+    canonical,
+    info_from_row,
+    names_json,
+    run_from_row,
+    split_id,
+)
 from graphorch.store._sqlite_schema import check_file, open_connection
 from graphorch.store._sqlite_values import (
     Ref,
     ValueCache,
     decode_fields,
-    decode_time,
     encode_fields,
     encode_time,
     materialize,
@@ -33,6 +45,8 @@ from graphorch.store._sqlite_values import (
 from graphorch.store._sqlite_worker import Worker
 from graphorch.store.base import (
     AppendField,
+    AuditReport,
+    AuditRow,
     CheckpointInfo,
     CheckpointWrite,
     Lease,
@@ -40,127 +54,10 @@ from graphorch.store.base import (
     RunUpdate,
     StoredCheckpoint,
 )
+from graphorch.store.journal import ToolCallRecord, check_calls
 from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = ["SQLiteStore"]
-
-_RUN_COLS = (
-    "run_id, graph, graph_fingerprint, status, reason, error_node, created_us, created_off, "
-    "updated_us, updated_off, parent_run, forked_from, output"
-)
-# A run with its head: the highest checkpoint. CROSS JOIN keeps runs the outer loop, so
-# list_runs walks a runs index newest-first and looks each head up by primary key.
-_RUN_SELECT = """
-SELECT r.run_id, r.graph, r.graph_fingerprint, r.status, r.reason, r.error_node,
-       r.created_us, r.created_off, r.updated_us, r.updated_off, r.parent_run,
-       r.forked_from, r.output, c.seq, c.cpid, c.next_nodes, c.created_us, c.created_off
-FROM runs r CROSS JOIN checkpoints c
-ON c.run_id = r.run_id AND c.seq = (SELECT max(seq) FROM checkpoints WHERE run_id = r.run_id)
-"""
-_CP_COLS = "run_id, seq, cpid, parent, nodes, next_nodes, status, changed, created_us, created_off"
-_TERMINAL = tuple(s.value for s in RunStatus if s.is_terminal)
-_GC = """
-WITH RECURSIVE live(id) AS (
-    SELECT j.value FROM checkpoints c, json_each(c.fields) j WHERE j.type = 'integer'
-    UNION
-    SELECT v.prev FROM vals v JOIN live ON v.id = live.id WHERE v.prev IS NOT NULL
-)
-DELETE FROM vals WHERE id NOT IN (SELECT id FROM live)
-"""
-
-
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_names_json: dict[tuple[str, ...], str] = {}
-_json_names: dict[str, tuple[str, ...]] = {}
-
-
-def _dumps(value: Any) -> str:
-    return _encode(value)
-
-
-def _names(names: Sequence[str]) -> str:
-    """JSON of a tuple of node or field names; the few distinct ones are memoized."""
-    key = tuple(names)
-    text = _names_json.get(key)
-    if text is None:
-        text = _encode(key)
-        if len(_names_json) < 4096:
-            _names_json[key] = text
-    return text
-
-
-def _tuple(text: str) -> tuple[str, ...]:
-    names = _json_names.get(text)
-    if names is None:
-        names = tuple(json.loads(text))
-        if len(_json_names) < 4096:
-            _json_names[text] = names
-    return names
-
-
-def _canonical(run_id: str, seq: int) -> str:
-    return f"{run_id}:{seq}"
-
-
-def _split(checkpoint_id: str) -> tuple[str, int] | None:
-    run_id, sep, seq = checkpoint_id.rpartition(":")
-    if not sep or not seq.isdigit():
-        return None
-    return run_id, int(seq)
-
-
-def _genesis(run_id: str) -> bytes:
-    return hashlib.sha256(b"graphorch-run:" + run_id.encode()).digest()
-
-
-def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    seq: int = row[13]
-    # The row changes on status changes, the head on every step: the later one counts.
-    updated = decode_time(row[16], row[17]) if row[16] > row[8] else decode_time(row[8], row[9])
-    return RunRecord(
-        run_id=RunId(row[0]),
-        graph=row[1],
-        graph_fingerprint=row[2],
-        status=RunStatus(row[3]),
-        reason=row[4],
-        error_node=row[5],
-        created_at=decode_time(row[6], row[7]),
-        updated_at=updated,
-        head=CheckpointId(row[14] if row[14] is not None else _canonical(row[0], seq)),
-        seq=seq,
-        next_nodes=_tuple(row[15]),
-        parent_run=None if row[10] is None else RunId(row[10]),
-        forked_from=None if row[11] is None else CheckpointId(row[11]),
-        output=None if row[12] is None else bytes(row[12]),
-    )
-
-
-def _info_from_row(row: Sequence[Any]) -> CheckpointInfo:
-    run_id: str = row[0]
-    seq: int = row[1]
-    parent: str | None = row[3]
-    if parent == "":
-        parent = _canonical(run_id, seq - 1)
-    return CheckpointInfo(
-        checkpoint_id=CheckpointId(row[2] if row[2] is not None else _canonical(run_id, seq)),
-        run_id=RunId(run_id),
-        seq=seq,
-        parent=None if parent is None else CheckpointId(parent),
-        nodes=_tuple(row[4]),
-        next_nodes=_tuple(row[5]),
-        status=RunStatus(row[6]),
-        created_at=decode_time(row[8], row[9]),
-        changed=_tuple(row[7]),
-    )
-
-
-def _event_json(event: Event) -> str:
-    data = event.to_data()
-    data.pop("run_id", None)  # the row's run_id column holds it
-    try:
-        return _dumps(data)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"event {event.kind!r} cannot be stored as JSON: {exc}") from None
 
 
 @dataclass(slots=True)
@@ -283,7 +180,7 @@ class SQLiteStore:
         if cached is not None:
             return cached
         row = None
-        parts = _split(checkpoint_id)
+        parts = split_id(checkpoint_id)
         if parts is not None:
             row = conn.execute(
                 "SELECT fields FROM checkpoints WHERE run_id = ? AND seq = ? AND cpid IS NULL",
@@ -309,11 +206,11 @@ class SQLiteStore:
                 fields[name] = self._values.put(conn, change.json)
         if cp.parent is None:
             parent: str | None = None
-        elif cp.parent == _canonical(cp.run_id, cp.seq - 1):
+        elif cp.parent == canonical(cp.run_id, cp.seq - 1):
             parent = ""
         else:
             parent = cp.parent
-        cpid = None if cp.checkpoint_id == _canonical(cp.run_id, cp.seq) else cp.checkpoint_id
+        cpid = None if cp.checkpoint_id == canonical(cp.run_id, cp.seq) else cp.checkpoint_id
         us, off = encode_time(cp.created_at)
         try:
             conn.execute(
@@ -325,10 +222,10 @@ class SQLiteStore:
                     cp.seq,
                     cpid,
                     parent,
-                    _names(cp.nodes),
-                    _names(cp.next_nodes),
+                    names_json(cp.nodes),
+                    names_json(cp.next_nodes),
                     cp.status.value,
-                    _names(tuple(cp.writes)),
+                    names_json(tuple(cp.writes)),
                     encode_fields(fields),
                     cp.meta,
                     us,
@@ -353,17 +250,25 @@ class SQLiteStore:
             return
         tail = self._ev_tail.get(run_id)
         if tail is None:
+            # The recorded head, not the last row: rows deleted from the end of the log
+            # stay a visible gap instead of being silently chained over.
             row = conn.execute(
-                "SELECT n, hash FROM events WHERE run_id = ? ORDER BY n DESC LIMIT 1", (run_id,)
+                "SELECT n, hash FROM event_chains WHERE run_id = ?", (run_id,)
             ).fetchone()
-            tail = (0, _genesis(run_id)) if row is None else (int(row[0]) + 1, bytes(row[1]))
+            if row is None:  # the head itself was deleted: go on from the last row
+                row = conn.execute(
+                    "SELECT n + 1, hash FROM events WHERE run_id = ? ORDER BY n DESC LIMIT 1",
+                    (run_id,),
+                ).fetchone()
+            tail = (0, genesis(run_id)) if row is None else (int(row[0]), bytes(row[1]))
         n, prev = tail
         rows: list[tuple[str, int, str, bytes]] = []
         for data in events:
-            prev = hashlib.sha256(prev + data.encode()).digest()
+            prev = link(prev, data)
             rows.append((run_id, n, data, prev))
             n += 1
         conn.executemany("INSERT INTO events (run_id, n, data, hash) VALUES (?, ?, ?, ?)", rows)
+        conn.execute("UPDATE event_chains SET n = ?, hash = ? WHERE run_id = ?", (n, prev, run_id))
         if len(self._ev_tail) > 10_000:
             self._ev_tail.clear()
         self._ev_tail[run_id] = (n, prev)
@@ -390,15 +295,14 @@ class SQLiteStore:
         self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
     ) -> None:
         """Store a new run with its first checkpoint and events, in one transaction."""
-        payload = [_event_json(e) for e in events]
+        payload = [event_json(e) for e in events]
         cus, coff = encode_time(run.created_at)
         uus, uoff = encode_time(run.updated_at)
 
         def job(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run.run_id,
                         run.graph,
@@ -417,6 +321,10 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError:
                 raise StoreError(f"a run with id {run.run_id!r} already exists") from None
+            conn.execute(
+                "INSERT INTO event_chains (run_id, n, hash) VALUES (?, 0, ?)",
+                (run.run_id, genesis(run.run_id)),
+            )
             self._insert_checkpoint(conn, checkpoint)
             self._insert_events(conn, run.run_id, payload)
 
@@ -430,21 +338,18 @@ class SQLiteStore:
         events: Sequence[Event],
         *,
         run_id: RunId,
+        calls: Sequence[ToolCallRecord] = (),
     ) -> None:
         """Commit one step in one transaction, fenced by ``lease``'s epoch."""
-        payload = [_event_json(e) for e in events]
+        check_calls(run_id, calls)
+        payload = [event_json(e) for e in events]
         status = update.status.value
         wanted = (status, update.reason, update.error_node, update.output)
 
         def job(conn: sqlite3.Connection) -> None:
             # Fenced in the same transaction as the writes: a stale epoch raises here,
             # before anything is written.
-            fence = self._get_fence(conn, run_id)
-            if lease is not None and (fence.owner is None or fence.epoch != lease.epoch):
-                raise LeaseLostError(
-                    "another owner took over this run; this process wrote nothing more",
-                    run_id=run_id,
-                )
+            fence = self._fenced(conn, lease, run_id)
             if checkpoint is None or wanted != fence.row_state:
                 when = checkpoint.created_at if checkpoint else datetime.now().astimezone()
                 us, off = encode_time(when)
@@ -457,6 +362,39 @@ class SQLiteStore:
             if checkpoint is not None:
                 self._insert_checkpoint(conn, checkpoint)
             self._insert_events(conn, run_id, payload)
+            if calls:
+                journal_sql.put_calls(conn, run_id, calls)
+
+        await self._writer.call(job)
+
+    def _fenced(self, conn: sqlite3.Connection, lease: Lease | None, run_id: str) -> _Fence:
+        """The run's fence, once ``lease`` (if any) is checked to still hold it."""
+        fence = self._get_fence(conn, run_id)
+        if lease is not None and (fence.owner is None or fence.epoch != lease.epoch):
+            raise LeaseLostError(
+                "another owner took over this run; this process wrote nothing more",
+                run_id=run_id,
+            )
+        return fence
+
+    async def journal(
+        self,
+        lease: Lease | None,
+        calls: Sequence[ToolCallRecord],
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+    ) -> None:
+        """Upsert call records and append events in one transaction, fenced by
+        ``lease`` (None: an operator's write, not fenced)."""
+        check_calls(run_id, calls)
+        payload = [event_json(e) for e in events]
+
+        def job(conn: sqlite3.Connection) -> None:
+            self._fenced(conn, lease, run_id)
+            self._insert_events(conn, run_id, payload)
+            if calls:
+                journal_sql.put_calls(conn, run_id, calls)
 
         await self._writer.call(job)
 
@@ -518,11 +456,13 @@ class SQLiteStore:
             chunk = run_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             conn.execute(f"DELETE FROM events WHERE run_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM event_chains WHERE run_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM tool_calls WHERE run_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM checkpoints WHERE run_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
 
     def _collect_garbage(self, conn: sqlite3.Connection) -> None:
-        conn.execute(_GC)
+        conn.execute(GC_SQL)
         self._clear_caches()
 
     async def delete_run(self, run_id: RunId) -> None:
@@ -553,8 +493,8 @@ class SQLiteStore:
         sql = "SELECT run_id FROM runs WHERE created_us < ?"
         args: list[Any] = [us]
         if terminal_only:
-            sql += f" AND status IN ({','.join('?' * len(_TERMINAL))})"
-            args += _TERMINAL
+            sql += f" AND status IN ({','.join('?' * len(TERMINAL))})"
+            args += TERMINAL
 
         def job(conn: sqlite3.Connection) -> int:
             ids = [str(r[0]) for r in conn.execute(sql, args)]
@@ -593,7 +533,7 @@ class SQLiteStore:
                 return 0
             head = seqs[0][0]
             victims = {
-                (cpid or _canonical(run_id, seq)): seq
+                (cpid or canonical(run_id, seq)): seq
                 for seq, cpid in seqs[keep_last:]
                 if seq != head
             }
@@ -639,10 +579,10 @@ class SQLiteStore:
         """The run's record. Raises RunNotFoundError."""
 
         def job(conn: sqlite3.Connection) -> RunRecord:
-            row = conn.execute(f"{_RUN_SELECT} WHERE r.run_id = ?", (run_id,)).fetchone()
+            row = conn.execute(f"{RUN_SELECT} WHERE r.run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id)
-            return _run_from_row(row)
+            return run_from_row(row)
 
         return await self._reader.call(job)
 
@@ -667,7 +607,7 @@ class SQLiteStore:
         )
 
         def job(conn: sqlite3.Connection) -> list[RunRecord]:
-            return [_run_from_row(r) for r in conn.execute(sql, args)]
+            return [run_from_row(r) for r in conn.execute(sql, args)]
 
         return await self._reader.call(job)
 
@@ -701,7 +641,7 @@ class SQLiteStore:
             args.append(encode_time(created_before)[0])
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         args.append(-1 if limit is None else limit)
-        sql = f"{_RUN_SELECT}{clause} ORDER BY r.created_us DESC, r.rowid DESC LIMIT ?"
+        sql = f"{RUN_SELECT}{clause} ORDER BY r.created_us DESC, r.rowid DESC LIMIT ?"
         return sql, args
 
     async def list_checkpoints(self, run_id: RunId) -> list[CheckpointInfo]:
@@ -709,14 +649,14 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection) -> list[CheckpointInfo]:
             rows = conn.execute(
-                f"SELECT {_CP_COLS} FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+                f"SELECT {CP_COLS} FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
             if (
                 not rows
                 and not conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             ):
                 raise RunNotFoundError(run_id)
-            return [_info_from_row(r) for r in rows]
+            return [info_from_row(r) for r in rows]
 
         return await self._reader.call(job)
 
@@ -735,7 +675,7 @@ class SQLiteStore:
                 target: CheckpointId | int = int(head[0])
             else:
                 target = at
-            cols = f"{_CP_COLS}, fields, meta"
+            cols = f"{CP_COLS}, fields, meta"
             row = None
             if isinstance(target, int):
                 row = conn.execute(
@@ -744,7 +684,7 @@ class SQLiteStore:
                 ).fetchone()
                 missing = f"run {run_id} has no checkpoint with seq {target}"
             else:
-                parts = _split(target)
+                parts = split_id(target)
                 if parts is not None and parts[0] == run_id:
                     row = conn.execute(
                         f"SELECT {cols} FROM checkpoints WHERE run_id = ? AND seq = ? "
@@ -761,7 +701,7 @@ class SQLiteStore:
                 raise CheckpointNotFoundError(missing + "; list them with list_checkpoints()")
             fields = decode_fields(row[10])
             state = {name: materialize(conn, ref) for name, ref in fields.items()}
-            return StoredCheckpoint(_info_from_row(row), state, bytes(row[11]))
+            return StoredCheckpoint(info_from_row(row), state, bytes(row[11]))
 
         return await self._reader.call(job)
 
@@ -786,20 +726,19 @@ class SQLiteStore:
             events.append(event_from_data(data))
         return events
 
-    async def verify_events(self, run_id: RunId) -> int | None:
-        """Check a run's event hash chain: the index of the first edited event, or None."""
+    async def list_calls(self, run_id: RunId, *, seq: int | None = None) -> list[ToolCallRecord]:
+        """The run's journaled calls (of step ``seq`` only, when given), in the order
+        they were first journaled. Raises RunNotFoundError."""
+        return await self._reader.call(lambda conn: journal_sql.list_calls(conn, run_id, seq))
 
-        def job(conn: sqlite3.Connection) -> int | None:
-            prev = _genesis(run_id)
-            for rid, data, digest in conn.execute(
-                "SELECT n, data, hash FROM events WHERE run_id = ? ORDER BY n", (run_id,)
-            ):
-                prev = hashlib.sha256(prev + str(data).encode()).digest()
-                if prev != bytes(digest):
-                    return int(rid)
-            return None
+    async def verify_events(self, run_id: RunId | None = None) -> AuditReport:
+        """Check the event hash chains of one run, or of every run when None: every
+        edited, inserted or deleted row is named by run and position."""
+        return await self._reader.call(lambda conn: journal_sql.verify(conn, run_id))
 
-        return await self._reader.call(job)
+    async def audit_rows(self, run_id: RunId) -> list[AuditRow]:
+        """The run's audit log with its hashes, in position order (for an export)."""
+        return await self._reader.call(lambda conn: journal_sql.audit_rows(conn, run_id))
 
     async def close(self) -> None:
         """Finish pending writes and close the file; the store is unusable after."""
