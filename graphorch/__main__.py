@@ -1,0 +1,7 @@
+"""``python -m graphorch``: the ``graphorch`` command."""
+
+import sys
+
+from graphorch.cli import main
+
+sys.exit(main())
