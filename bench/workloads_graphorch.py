@@ -1,0 +1,387 @@
+"""graphorch's side of the workloads: ``python bench/workloads_graphorch.py W1 '{...}'``.
+
+Every workload builds its graph with the public API only (``import graphorch as go``)
+and uses ``go.SQLiteStore`` at its default durability unless the params say otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from pydantic import BaseModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ITEM, SideEffects, disk_bytes, docs, signal_parent, worker_main
+
+import graphorch as go
+
+
+class Counter(BaseModel):
+    """W1, W4, W6: one counter."""
+
+    n: int = 0
+
+
+class Loop(BaseModel):
+    """W2: an iteration counter and an append-only list."""
+
+    i: int = 0
+    items: Annotated[list[str], go.append] = []
+
+
+class Fan(BaseModel):
+    """W3: the branches' sum."""
+
+    total: Annotated[int, go.add] = 0
+    joined: int = 0
+
+
+class Wide(BaseModel):
+    """W5: many documents that never change, and a counter that does."""
+
+    docs: dict[str, str] = {}
+    n: int = 0
+
+
+async def _inc(state: Counter) -> dict[str, Any]:
+    return {"n": state.n + 1}
+
+
+def _store(params: dict[str, Any], path: Path) -> go.Store:
+    if params.get("store") == "memory":
+        return go.MemoryStore()
+    return go.SQLiteStore(path, durability=params.get("durability", "normal"))
+
+
+def _tmpdir(params: dict[str, Any]) -> Path:
+    return Path(params.get("dir") or tempfile.mkdtemp(prefix="bench-go-"))
+
+
+# -- W1 chain ------------------------------------------------------------------------
+
+
+def chain_graph(length: int) -> go.Graph[Counter, None]:
+    """``length`` plan nodes in a row, each adding 1 to the counter."""
+    g: go.Graph[Counter, None] = go.Graph("chain", state=Counter)
+    for i in range(length):
+        g.plan(f"n{i}", _inc)
+    g.end("done")
+    g.edge(go.START, "n0")
+    for i in range(length - 1):
+        g.edge(f"n{i}", f"n{i + 1}")
+    g.edge(f"n{length - 1}", "done")
+    return g
+
+
+def w1(params: dict[str, Any]) -> dict[str, Any]:
+    """W1: ``runs`` runs of a ``length``-node chain; steps/s over all of them."""
+    length, runs = params["length"], params["runs"]
+    path = _tmpdir(params) / "w1.db"
+    g = chain_graph(length).freeze()
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(_store(params, path))
+        counters: list[int] = []
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            run = await rt.start(g, Counter())
+            result = await run.wait()
+            counters.append(result.state.n)
+        wall = time.perf_counter() - t0
+        await rt.store.close()
+        return {
+            "wall_s": wall,
+            "steps": length * runs,
+            "steps_per_s": length * runs / wall,
+            "counters_ok": all(c == length for c in counters),
+            "counter": counters[-1],
+        }
+
+    return anyio.run(main)
+
+
+# -- W2 loop -------------------------------------------------------------------------
+
+
+def loop_graph(iterations: int) -> go.Graph[Loop, None]:
+    """plan -> tool -> plan; the tool node appends one 100-byte item per iteration."""
+    g: go.Graph[Loop, None] = go.Graph("loop", state=Loop, max_steps=2 * iterations + 10)
+
+    @g.plan
+    async def plan(state: Loop) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {"i": state.i + 1}
+
+    g.tool("act", tool="append_item", args=lambda s: {"i": s.i}, result="items")
+    g.end("done")
+    g.edge(go.START, "plan")
+    g.edge("plan", "act", when=lambda s: s.i <= iterations)
+    g.edge("plan", "done")
+    g.edge("act", "plan")
+    return g
+
+
+def loop_tools() -> go.ToolRegistry:
+    """The one tool W2 calls: returns the item to append."""
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def append_item(i: int) -> list[str]:  # pyright: ignore[reportUnusedFunction]
+        return [f"{i:06d}{ITEM}"[:100]]
+
+    return tools
+
+
+def w2(params: dict[str, Any]) -> dict[str, Any]:
+    """W2: ``iterations`` plan+tool iterations; wall time, steps/s, bytes on disk."""
+    iterations = params["iterations"]
+    path = _tmpdir(params) / "w2.db"
+    g = loop_graph(iterations).freeze()
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(_store(params, path), tools=loop_tools())
+        t0 = time.perf_counter()
+        result = await (await rt.start(g, Loop())).wait()
+        wall = time.perf_counter() - t0
+        size = disk_bytes(path)
+        await rt.store.close()
+        steps = 2 * iterations
+        return {
+            "wall_s": wall,
+            "steps": steps,
+            "steps_per_s": steps / wall,
+            "bytes": size,
+            "items": len(result.state.items),
+            "status": result.status.value,
+        }
+
+    return anyio.run(main)
+
+
+# -- W3 fan-out ----------------------------------------------------------------------
+
+
+def fan_graph(width: int, delay: float) -> go.Graph[Fan, None]:
+    """START -> ``width`` parallel plan nodes (each sleeps, adds 1) -> join -> end."""
+    g: go.Graph[Fan, None] = go.Graph("fan", state=Fan)
+
+    async def branch(state: Fan) -> dict[str, Any]:
+        await anyio.sleep(delay)
+        return {"total": 1}
+
+    names = [f"b{i}" for i in range(width)]
+    for name in names:
+        g.plan(name, branch)
+
+    @g.plan
+    async def join(state: Fan) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {"joined": state.total}
+
+    g.end("done")
+    g.edge(go.START, names)
+    for name in names:
+        g.edge(name, "join")
+    g.edge("join", "done")
+    return g
+
+
+def w3(params: dict[str, Any]) -> dict[str, Any]:
+    """W3: one run fanning out to ``width`` branches; wall time (best of ``repeat``)."""
+    width, delay, repeat = params["width"], params["delay"], params.get("repeat", 3)
+    g = fan_graph(width, delay).freeze()
+    directory = _tmpdir(params)
+
+    async def main() -> dict[str, Any]:
+        walls: list[float] = []
+        joined = 0
+        for r in range(repeat):
+            store = _store(params, directory / f"w3-{r}.db")
+            rt = go.Runtime(store)
+            t0 = time.perf_counter()
+            result = await (await rt.start(g, Fan())).wait()
+            walls.append(time.perf_counter() - t0)
+            joined = result.state.joined
+            await store.close()
+        return {"wall_s": min(walls), "walls": walls, "joined": joined}
+
+    return anyio.run(main)
+
+
+# -- W4 resume after SIGKILL -----------------------------------------------------------
+
+
+def resume_graph(steps: int, effects: str, delay: float) -> go.Graph[Counter, None]:
+    """A one-node loop of ``steps`` steps; each step logs its number (the side effect)."""
+    g: go.Graph[Counter, None] = go.Graph("resume", state=Counter, max_steps=steps + 10)
+    fx = SideEffects(effects)
+
+    @g.plan
+    async def work(state: Counter) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        fx.write("exec", state.n + 1)
+        await anyio.sleep(delay)
+        return {"n": state.n + 1}
+
+    g.end("done")
+    g.edge(go.START, "work")
+    g.edge("work", "work", when=lambda s: s.n < steps)
+    g.edge("work", "done")
+    return g
+
+
+def w4_victim(params: dict[str, Any]) -> dict[str, Any]:
+    """Run the loop, acknowledging each committed step; the parent SIGKILLs us."""
+    g = resume_graph(params["steps"], params["effects"], params["delay"])
+    acks = SideEffects(params["effects"])
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(go.SQLiteStore(params["db"]), lease_ttl=params["lease_ttl"])
+        run = await rt.start(g, Counter(), run_id=params["run_id"])
+        while run.active:
+            await run.step()  # returns once the step is committed
+            acks.write("ack", run.state.n)
+            if run.state.n == params["kill_at"]:
+                signal_parent(run.state.n)
+        return {"finished": True, "n": run.state.n}
+
+    return anyio.run(main)
+
+
+def w4_resume(params: dict[str, Any]) -> dict[str, Any]:
+    """Resume the killed run in this fresh process; retry while the dead owner's lease holds."""
+    g = resume_graph(params["steps"], params["effects"], params["delay"])
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(go.SQLiteStore(params["db"]), graphs=[g], lease_ttl=params["lease_ttl"])
+        t0 = time.perf_counter()
+        waited = 0.0
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                run = await rt.resume(params["run_id"])
+                break
+            except go.RunLockedError:
+                await anyio.sleep(0.01)
+                waited = time.perf_counter() - t0
+        resumed_at = run.state.n
+        result = await run.wait()
+        await rt.store.close()
+        return {
+            "lease_wait_s": waited,
+            "lock_tries": tries,
+            "resumed_at": resumed_at,
+            "final": result.state.n,
+            "status": result.status.value,
+        }
+
+    return anyio.run(main)
+
+
+# -- W5 wide state -------------------------------------------------------------------
+
+
+def wide_graph(steps: int) -> go.Graph[Wide, None]:
+    """A one-node loop changing only the counter, ``steps`` times."""
+    g: go.Graph[Wide, None] = go.Graph("wide", state=Wide, max_steps=steps + 10)
+
+    @g.plan
+    async def tick(state: Wide) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {"n": state.n + 1}
+
+    g.end("done")
+    g.edge(go.START, "tick")
+    g.edge("tick", "tick", when=lambda s: s.n < steps)
+    g.edge("tick", "done")
+    return g
+
+
+def w5(params: dict[str, Any]) -> dict[str, Any]:
+    """W5: ``docs`` 1 KB documents plus a counter, ``steps`` steps; wall time, bytes."""
+    path = _tmpdir(params) / "w5.db"
+    g = wide_graph(params["steps"]).freeze()
+    initial = Wide(docs=docs(params["docs"]))
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(_store(params, path))
+        t0 = time.perf_counter()
+        result = await (await rt.start(g, initial)).wait()
+        wall = time.perf_counter() - t0
+        size = disk_bytes(path)
+        await rt.store.close()
+        return {
+            "wall_s": wall,
+            "bytes": size,
+            "counter": result.state.n,
+            "docs": len(result.state.docs),
+        }
+
+    return anyio.run(main)
+
+
+# -- W6 many concurrent runs ---------------------------------------------------------------
+
+
+def steps_graph(steps: int, delay: float) -> go.Graph[Counter, None]:
+    """A ``steps``-node chain; each step sleeps ``delay`` then adds 1."""
+    g: go.Graph[Counter, None] = go.Graph("many", state=Counter)
+
+    async def step(state: Counter) -> dict[str, Any]:
+        await anyio.sleep(delay)
+        return {"n": state.n + 1}
+
+    for i in range(steps):
+        g.plan(f"s{i}", step)
+    g.end("done")
+    g.edge(go.START, "s0")
+    for i in range(steps - 1):
+        g.edge(f"s{i}", f"s{i + 1}")
+    g.edge(f"s{steps - 1}", "done")
+    return g
+
+
+def w6(params: dict[str, Any]) -> dict[str, Any]:
+    """W6: ``runs`` concurrent runs of a ``steps``-step graph in one process."""
+    runs, steps = params["runs"], params["steps"]
+    path = _tmpdir(params) / "w6.db"
+    g = steps_graph(steps, params["delay"]).freeze()
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(_store(params, path))
+        counters: list[int] = []
+
+        async def one() -> None:
+            result = await (await rt.start(g, Counter())).wait()
+            counters.append(result.state.n)
+
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(runs):
+                tg.start_soon(one)
+        wall = time.perf_counter() - t0
+        await rt.store.close()
+        return {
+            "wall_s": wall,
+            "runs_done": len(counters),
+            "counters_ok": all(c == steps for c in counters),
+        }
+
+    return anyio.run(main)
+
+
+WORKLOADS = {
+    "W1": w1,
+    "W2": w2,
+    "W3": w3,
+    "W4-victim": w4_victim,
+    "W4-resume": w4_resume,
+    "W5": w5,
+    "W6": w6,
+}
+
+if __name__ == "__main__":
+    worker_main(WORKLOADS)
