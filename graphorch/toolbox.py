@@ -173,7 +173,6 @@ class CallEngine:
             ledger.budget_error = err
             self._audit(run, node, name, key, redacted, "denied", "budget", error=err)
             raise err
-        await self._rate_limit(run, node, tool, key, redacted)
         ledger.calls += 1
         ledger.cost += tool.cost
         started = ToolCallRecord(
@@ -189,6 +188,14 @@ class CallEngine:
             cost=tool.cost,
         )
         await run.journal_started(started)
+        try:
+            # the slot is taken right before the call, so calls (not marks) obey the limit
+            await self._rate_limit(run, node, tool, key, redacted)
+        except RateLimitedError as err:
+            ledger.calls -= 1
+            ledger.cost -= tool.cost
+            self._finish(run, started, None, err)
+            raise
         began = time.perf_counter()
         try:
             result = await self._execute(run, node, tool, valid, key)

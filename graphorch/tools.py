@@ -157,6 +157,19 @@ def _args_model(name: str, fn: Callable[..., Any]) -> tuple[type[BaseModel], str
     return model, context_param  # pyright: ignore[reportUnknownVariableType]
 
 
+def _context_param(fn: Callable[..., Any]) -> str | None:
+    """The parameter that receives the ToolContext, if the tool declares one."""
+    try:
+        hints = get_type_hints(fn)
+    except Exception:
+        hints = {}
+    for pname, param in inspect.signature(fn).parameters.items():
+        annotation = hints.get(pname, param.annotation)
+        if annotation is ToolContext or (pname == "ctx" and annotation is _NO_RESULT):
+            return pname
+    return None
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__
@@ -300,7 +313,7 @@ class ToolRegistry:
             if not (isinstance(args, type) and issubclass(args, BaseModel)):  # pyright: ignore[reportUnnecessaryIsInstance]
                 raise DefinitionError(f"tool {tool_name!r}: args= must be a pydantic model class")
             model: type[BaseModel] = args
-            _, context_param = _args_model(tool_name, fn)
+            context_param = _context_param(fn)
         else:
             model, context_param = _args_model(tool_name, fn)
         try:

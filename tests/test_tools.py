@@ -299,8 +299,9 @@ async def test_rate_limits_hold_across_100_concurrent_runs() -> None:
     assert len(starts) == 100
     starts.sort()
     for i in range(len(starts) - limit.calls):
-        # any 11 consecutive calls span more than one window
-        assert starts[i + limit.calls] - starts[i] >= limit.per - 1e-9
+        # any 11 consecutive calls span more than one window (less the few microseconds
+        # between taking a slot and the tool's first line)
+        assert starts[i + limit.calls] - starts[i] >= limit.per - 1e-3
 
 
 async def test_a_global_rate_limit_that_cannot_be_met_in_time_is_a_denial() -> None:
