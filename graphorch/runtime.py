@@ -24,8 +24,8 @@ from pydantic import BaseModel
 from pydantic_core import to_json
 
 from .approvals import ApprovalDesk, Authorizer
-from .models.base import ChatModel
 from .context import BacktrackInfo, ErrorInfo
+from .delegation import run_delegate
 from .events import CallResolved, Event, RunResumed, RunStarted
 from .exceptions import (
     DefinitionError,
@@ -33,10 +33,11 @@ from .exceptions import (
     IncompatibleGraphError,
     InputValidationError,
     RunError,
+    RunLockedError,
     RunNotActiveError,
 )
 from .graph import START, FrozenGraph, Graph
-from .delegation import run_delegate
+from .models.base import ChatModel
 from .nodes import DelegateNode, Node, ToolNode
 from .policies import Guardrails
 from .runs import Run, RunResult
@@ -140,6 +141,17 @@ class Runtime:
         frozen = _frozen(graph)
         self._graphs[frozen.name] = frozen
         return frozen
+
+    async def _take_over(self, run_id: RunId) -> Lease:
+        """Acquire a run's lease; a holder that died on this host gives it up at once."""
+        try:
+            return await self.store.acquire_lease(run_id, self.owner, self.lease_ttl)
+        except RunLockedError as err:
+            if err.owner is None or not owner_is_dead(err.owner):
+                raise
+            return await self.store.acquire_lease(
+                run_id, self.owner, self.lease_ttl, steal_from=err.owner
+            )
 
     def graph_named(self, name: str) -> FrozenGraph[Any, Any]:
         """A registered graph by name."""
@@ -293,7 +305,7 @@ class Runtime:
         ledger = CallLedger()
         if record.status is RunStatus.WAITING and not await self.desk.pending(record.run_id):
             # the person decided (or the request expired): the run may go on
-            lease = await self.store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
+            lease = await self._take_over(record.run_id)
             await self.store.commit_step(
                 lease, None, RunUpdate(status=RunStatus.RUNNING), [], run_id=record.run_id
             )
@@ -302,7 +314,7 @@ class Runtime:
                 c.key: c for c in await self.store.list_calls(record.run_id, seq=record.seq)
             }
         elif record.status in (RunStatus.RUNNING, RunStatus.NEEDS_ATTENTION):
-            lease = await self.store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
+            lease = await self._take_over(record.run_id)
             calls = await self.store.list_calls(record.run_id, seq=record.seq)
             ledger.replay = {c.key: c for c in calls}
             unsettled = [
@@ -590,6 +602,32 @@ class Runtime:
             run_id=run.id,
             node=node.name,
         )
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Whether a lease holder (``host:pid:token``) is a process on this host that is gone.
+
+    A holder on another host, or whose pid is alive (even if reused), is never
+    considered dead: its lease must expire.
+    """
+    try:
+        host, pid_text, _ = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child not yet reaped by its parent is a zombie: gone all the same
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _checkpoint_ref(at: CheckpointId | str | int) -> CheckpointId | int:
