@@ -700,12 +700,11 @@ def _one_line(err: BaseException) -> str:
 def _unwrap(err: Exception) -> Exception:
     """The one exception inside (nested) exception groups of one exception."""
     current: Exception = err
-    while isinstance(current, ExceptionGroup):
-        group = cast("ExceptionGroup[Exception]", current)
-        if len(group.exceptions) != 1:
-            break
-        current = group.exceptions[0]
-    return current
+    while True:
+        inner = cast("tuple[Exception, ...]", getattr(current, "exceptions", ()))
+        if len(inner) != 1 or not isinstance(current, ExceptionGroup):
+            return current
+        current = inner[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
