@@ -43,6 +43,7 @@ from .policies import Guardrails
 from .runs import Run, RunResult
 from .store.approvals import ApprovalRecord
 from .store.base import (
+    AuditReport,
     CheckpointInfo,
     CheckpointWrite,
     Lease,
@@ -473,6 +474,34 @@ class Runtime:
     async def history(self, run_id: str) -> list[CheckpointInfo]:
         """The run's checkpoints in order (seq, nodes, time, status)."""
         return await self.store.list_checkpoints(RunId(run_id))
+
+    async def verify_audit(self, run_id: str | None = None) -> AuditReport:
+        """Check the hash-chained audit log of one run (or all): edited, inserted or
+        deleted rows are named in the report's ``problems``."""
+        return await self.store.verify_events(None if run_id is None else RunId(run_id))
+
+    async def export_audit(self, run_id: str, path: str | os.PathLike[str]) -> int:
+        """Write the run's audit log as JSON Lines (one event a line, with its hashes).
+
+        Returns the number of rows written.
+        """
+        rows = await self.store.audit_rows(RunId(run_id))
+        lines = [
+            json.dumps(
+                {
+                    "run_id": r.run_id,
+                    "position": r.position,
+                    "prev_hash": r.prev_hash,
+                    "hash": r.hash,
+                    "event": r.event,
+                },
+                ensure_ascii=False,
+            )
+            for r in rows
+        ]
+        text = "".join(line + "\n" for line in lines)
+        await anyio.Path(path).write_text(text, encoding="utf-8")
+        return len(rows)
 
     async def state_at(
         self,
