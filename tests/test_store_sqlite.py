@@ -534,14 +534,16 @@ async def test_version_1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> 
     rows_before = await store.audit_rows(RunId("r1"))
     await store.close()
     fresh = schema(path)
-    # Take the file back to what version 1 wrote: the same tables, minus version 2's.
+    # Take the file back to what version 1 wrote: the same tables, minus version 2's
+    # and 3's.
     tamper(
         path,
+        "DROP TABLE approvals",
         "DROP TABLE tool_calls",
         "DROP TABLE event_chains",
         "PRAGMA user_version = 1",
     )
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     conn.close()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from graphorch.store._sqlite_values import decode_time
+from graphorch.store._sqlite_values import decode_time, encode_time
 from graphorch.store.base import CheckpointInfo, RunRecord
 from graphorch.types import CheckpointId, RunId, RunStatus
 
@@ -22,6 +23,7 @@ __all__ = [
     "names_json",
     "names_tuple",
     "run_from_row",
+    "runs_query",
     "split_id",
 ]
 
@@ -129,3 +131,36 @@ def info_from_row(row: Sequence[Any]) -> CheckpointInfo:
         created_at=decode_time(row[8], row[9]),
         changed=names_tuple(row[7]),
     )
+
+
+def runs_query(
+    *,
+    status: RunStatus | None = None,
+    graph: str | None = None,
+    parent_run: RunId | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: int | None = 100,
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters :meth:`list_runs` runs (for EXPLAIN QUERY PLAN)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        where.append("r.status = ?")
+        args.append(RunStatus(status).value)
+    if graph is not None:
+        where.append("r.graph = ?")
+        args.append(graph)
+    if parent_run is not None:
+        where.append("r.parent_run = ?")
+        args.append(parent_run)
+    if created_after is not None:
+        where.append("r.created_us >= ?")
+        args.append(encode_time(created_after)[0])
+    if created_before is not None:
+        where.append("r.created_us < ?")
+        args.append(encode_time(created_before)[0])
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    args.append(-1 if limit is None else limit)
+    sql = f"{RUN_SELECT}{clause} ORDER BY r.created_us DESC, r.rowid DESC LIMIT ?"
+    return sql, args

@@ -181,7 +181,43 @@ def _v2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Approvals: requests for a person's decision, and the decisions."""
+    # A rowid table: rowid order breaks ties between requests made at the same time.
+    db.conn.execute(
+        """
+        CREATE TABLE approvals (
+            approval_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            seq INTEGER NOT NULL,
+            node TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            context BLOB NOT NULL,
+            approvers TEXT NOT NULL,    -- JSON array of names
+            roles TEXT NOT NULL,        -- JSON array of role names
+            requested_us INTEGER NOT NULL,
+            requested_off INTEGER,
+            status TEXT NOT NULL,       -- pending, approved, rejected, expired
+            expires_us INTEGER,
+            expires_off INTEGER,
+            tool TEXT,
+            call_key TEXT,
+            args BLOB,
+            decided_by TEXT,
+            decided_us INTEGER,
+            decided_off INTEGER,
+            comment TEXT,
+            edits BLOB
+        )
+        """
+    )
+    # "Pending, oldest first" across all runs, and one run's approvals (also for
+    # deleting a run), each read in order straight from an index.
+    db.conn.execute("CREATE INDEX approvals_by_status ON approvals(status, requested_us)")
+    db.conn.execute("CREATE INDEX approvals_by_run ON approvals(run_id, requested_us)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -239,6 +275,8 @@ def check_file(path: str, *, quick_check: bool = True) -> bool:
         wanted = {"runs", "checkpoints", "vals", "events"}
         if version >= 2:
             wanted |= {"tool_calls", "event_chains"}
+        if version >= 3:
+            wanted |= {"approvals"}
         missing = wanted - tables
         if version >= 1 and missing:
             raise _fail(path, f"is corrupt (missing tables {sorted(missing)})")

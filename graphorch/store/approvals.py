@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from graphorch.exceptions import AlreadyDecidedError, StoreError
 from graphorch.types import RunId
 
-__all__ = ["ApprovalRecord", "ApprovalStatus"]
+__all__ = [
+    "ApprovalRecord",
+    "ApprovalStatus",
+    "already_decided",
+    "check_approvals",
+    "check_decision",
+]
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -64,3 +72,38 @@ class ApprovalRecord:
     decided_at: datetime | None = None
     comment: str | None = None
     edits: bytes | None = None
+
+
+def check_approvals(run_id: str, approvals: Sequence[ApprovalRecord]) -> None:
+    """Refuse approval requests of another run than the one being written, or twice
+    the same id."""
+    seen: set[str] = set()
+    for record in approvals:
+        if record.run_id != run_id:
+            raise StoreError(
+                f"approval {record.approval_id!r} belongs to run {record.run_id}, not to run "
+                f"{run_id} being written; nothing was written"
+            )
+        if record.approval_id in seen:
+            raise StoreError(f"approval {record.approval_id!r} is given twice; nothing was written")
+        seen.add(record.approval_id)
+
+
+def check_decision(record: ApprovalRecord) -> None:
+    """Refuse a "decision" that leaves the approval pending."""
+    if ApprovalStatus(record.status) is ApprovalStatus.PENDING:
+        raise ValueError(
+            f"approval {record.approval_id!r}: a decision is approved, rejected or expired, "
+            "not pending"
+        )
+
+
+def already_decided(stored: ApprovalRecord) -> AlreadyDecidedError:
+    """The error for deciding ``stored``, which is no longer pending."""
+    by = f" by {stored.decided_by}" if stored.decided_by else ""
+    return AlreadyDecidedError(
+        f"approval {stored.approval_id} was already {stored.status.value}{by}; nothing was written",
+        approval_id=stored.approval_id,
+        run_id=stored.run_id,
+        node=stored.node,
+    )

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from graphorch.events import Event
+from graphorch.store.approvals import ApprovalRecord, ApprovalStatus
 from graphorch.store.journal import ToolCallRecord
 from graphorch.types import CheckpointId, RunId, RunStatus
 
@@ -246,16 +247,19 @@ class Store(Protocol):
         *,
         run_id: RunId,
         calls: Sequence[ToolCallRecord] = (),
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         """Commit one step in ONE transaction: the checkpoint (if any), the run's new
-        status (its head moves to the checkpoint), the events, and the journal records
-        of the step's tool calls (``calls``, upserted by key as in :meth:`journal`).
+        status (its head moves to the checkpoint), the events, the journal records
+        of the step's tool calls (``calls``, upserted by key as in :meth:`journal`),
+        and new approval requests (``approvals``, inserted).
 
         Raises:
             LeaseLostError: ``lease`` is no longer the run's current lease; nothing
                 was written.
             RunNotFoundError: no such run.
-            StoreError: a call record belongs to another run; nothing was written.
+            StoreError: a call record or an approval belongs to another run, or an
+                approval with the same id already exists; nothing was written.
         """
         ...
 
@@ -344,11 +348,46 @@ class Store(Protocol):
         export writes as JSON Lines). Raises RunNotFoundError."""
         ...
 
-    async def acquire_lease(self, run_id: RunId, owner: str, ttl: float) -> Lease:
-        """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch.
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """An approval as stored, or None if there is no such approval."""
+        ...
+
+    async def list_approvals(
+        self, *, run_id: RunId | None = None, status: ApprovalStatus | None = None
+    ) -> list[ApprovalRecord]:
+        """Approvals matching every filter given, oldest first (by ``requested_at``,
+        then in the order they were stored)."""
+        ...
+
+    async def decide_approval(self, record: ApprovalRecord, events: Sequence[Event]) -> None:
+        """Record a decision: compare-and-set, in ONE transaction.
+
+        Writes ``record``'s decision (``status``, ``decided_by``, ``decided_at``,
+        ``comment``, ``edits``) and appends ``events`` to its run's audit log only if
+        the stored approval is still pending. Of many racing deciders exactly one wins.
+        Not fenced by a lease: deciders are people, not the run's owner.
 
         Raises:
-            RunLockedError: another owner holds an unexpired lease.
+            AlreadyDecidedError: it is no longer pending; nothing was written.
+            ApprovalNotFoundError: no approval with this id.
+            ValueError: ``record`` is not a decision (its status is pending).
+            StoreError: ``record`` names another run than the stored approval.
+        """
+        ...
+
+    async def acquire_lease(
+        self, run_id: RunId, owner: str, ttl: float, *, steal_from: str | None = None
+    ) -> Lease:
+        """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch.
+
+        Args:
+            steal_from: an owner known to be gone (its process died): if it still
+                holds the lease, the lease is taken even though it has not expired.
+                The new epoch fences out any write the old owner still attempts.
+
+        Raises:
+            RunLockedError: another owner (not ``steal_from``) holds an unexpired
+                lease; its ``owner`` and ``expires_at`` say who and until when.
             RunNotFoundError: no such run.
         """
         ...
@@ -362,7 +401,7 @@ class Store(Protocol):
         ...
 
     async def delete_run(self, run_id: RunId) -> None:
-        """Delete a run with its checkpoints, events and journaled calls. Raises
+        """Delete a run with its checkpoints, events, journaled calls and approvals. Raises
         RunNotFoundError.
 
         Runs forked from it, or delegated by it, are kept and stay readable.
@@ -371,7 +410,7 @@ class Store(Protocol):
 
     async def prune_runs(self, *, created_before: datetime, terminal_only: bool = True) -> int:
         """Delete runs created before ``created_before`` (with their checkpoints,
-        events and journaled calls); returns how many were deleted.
+        events, journaled calls and approvals); returns how many were deleted.
 
         Args:
             created_before: runs created strictly before this are deleted.

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+import anyio.lowlevel
 
 from graphorch.events import Event
 from graphorch.exceptions import (
+    ApprovalNotFoundError,
     CheckpointNotFoundError,
     LeaseLostError,
     RunLockedError,
@@ -16,6 +19,13 @@ from graphorch.exceptions import (
     StoreError,
 )
 from graphorch.store._audit import audit_row, check_chain, event_json, genesis, link
+from graphorch.store.approvals import (
+    ApprovalRecord,
+    ApprovalStatus,
+    already_decided,
+    check_approvals,
+    check_decision,
+)
 from graphorch.store.base import (
     AppendField,
     AuditReport,
@@ -32,6 +42,14 @@ from graphorch.store.journal import ToolCallRecord, check_calls
 from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = ["MemoryStore"]
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time_key(dt: datetime) -> timedelta:
+    """Orders aware and naive datetimes together (naive counted as UTC, as SQLite does)."""
+    return dt - (_EPOCH if dt.utcoffset() is None else _EPOCH_UTC)
 
 
 @dataclass(slots=True)
@@ -89,6 +107,7 @@ class MemoryStore:
         self._runs: dict[str, _Run] = {}
         self._by_checkpoint: dict[str, _Checkpoint] = {}
         self._call_runs: dict[str, str] = {}  # call key -> its run (keys are global)
+        self._approvals: dict[str, ApprovalRecord] = {}  # in the order they were stored
 
     def _run(self, run_id: str) -> _Run:
         try:
@@ -149,10 +168,13 @@ class MemoryStore:
         *,
         run_id: RunId,
         calls: Sequence[ToolCallRecord] = (),
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         entry = self._run(run_id)
         self._fence(entry, lease, run_id)
         self._check_calls(run_id, calls)
+        if approvals:
+            self._check_approvals(run_id, approvals)
         audit = entry.chain(events)
         record = entry.record
         if checkpoint is not None:
@@ -175,6 +197,66 @@ class MemoryStore:
         )
         entry.append(events, audit)
         self._put_calls(entry, calls)
+        for approval in approvals:
+            self._approvals[approval.approval_id] = approval
+
+    def _check_approvals(self, run_id: RunId, approvals: Sequence[ApprovalRecord]) -> None:
+        check_approvals(run_id, approvals)
+        for approval in approvals:
+            if approval.approval_id in self._approvals:
+                raise StoreError(
+                    f"approval {approval.approval_id!r} already exists; nothing was written"
+                )
+
+    # The approval methods yield to the event loop as a real store's calls do, so
+    # concurrent deciders interleave here as they would against a database.
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        await anyio.lowlevel.checkpoint()
+        return self._approvals.get(approval_id)
+
+    async def list_approvals(
+        self, *, run_id: RunId | None = None, status: ApprovalStatus | None = None
+    ) -> list[ApprovalRecord]:
+        await anyio.lowlevel.checkpoint()
+        wanted = None if status is None else ApprovalStatus(status)
+        found = [
+            a
+            for a in self._approvals.values()
+            if (run_id is None or a.run_id == run_id) and (wanted is None or a.status is wanted)
+        ]
+        found.sort(key=lambda a: _time_key(a.requested_at))  # stable: ties keep their order
+        return found
+
+    async def decide_approval(self, record: ApprovalRecord, events: Sequence[Event]) -> None:
+        check_decision(record)
+        await anyio.lowlevel.checkpoint()  # then compare-and-set without yielding
+        stored = self._approvals.get(record.approval_id)
+        if stored is None:
+            raise ApprovalNotFoundError(
+                f"no approval {record.approval_id!r}",
+                approval_id=record.approval_id,
+                run_id=record.run_id,
+                node=record.node,
+            )
+        if stored.status is not ApprovalStatus.PENDING:
+            raise already_decided(stored)
+        if record.run_id != stored.run_id:
+            raise StoreError(
+                f"approval {record.approval_id!r} belongs to run {stored.run_id}, not "
+                f"{record.run_id}; nothing was written"
+            )
+        entry = self._run(stored.run_id)
+        audit = entry.chain(events)
+        self._approvals[record.approval_id] = replace(
+            stored,
+            status=ApprovalStatus(record.status),
+            decided_by=record.decided_by,
+            decided_at=record.decided_at,
+            comment=record.comment,
+            edits=record.edits,
+        )
+        entry.append(events, audit)
 
     @staticmethod
     def _fence(entry: _Run, lease: Lease | None, run_id: RunId) -> None:
@@ -284,14 +366,23 @@ class MemoryStore:
     async def list_events(self, run_id: RunId) -> list[Event]:
         return list(self._run(run_id).events)
 
-    async def acquire_lease(self, run_id: RunId, owner: str, ttl: float) -> Lease:
+    async def acquire_lease(
+        self, run_id: RunId, owner: str, ttl: float, *, steal_from: str | None = None
+    ) -> Lease:
         entry = self._run(run_id)
         now = time.time()
         current = entry.lease
-        if current is not None and current.owner != owner and current.expires_at > now:
+        if (
+            current is not None
+            and current.owner != owner
+            and current.owner != steal_from
+            and current.expires_at > now
+        ):
             raise RunLockedError(
                 f"run {run_id} is being advanced by {current.owner} "
-                f"(lease expires in {current.expires_at - now:.1f}s)"
+                f"(lease expires in {current.expires_at - now:.1f}s)",
+                owner=current.owner,
+                expires_at=current.expires_at,
             )
         entry.epoch += 1
         entry.lease = Lease(run_id, owner, entry.epoch, now + ttl)
@@ -315,6 +406,8 @@ class MemoryStore:
             self._by_checkpoint.pop(cp.info.checkpoint_id, None)
         for key in entry.calls:
             self._call_runs.pop(key, None)
+        for approval_id in [a for a, r in self._approvals.items() if r.run_id == run_id]:
+            del self._approvals[approval_id]
         del self._runs[run_id]
 
     async def prune_runs(self, *, created_before: datetime, terminal_only: bool = True) -> int:

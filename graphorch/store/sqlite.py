@@ -19,6 +19,7 @@ from graphorch.exceptions import (
     RunNotFoundError,
     StoreError,
 )
+from graphorch.store import _sqlite_approvals as approvals_sql
 from graphorch.store import _sqlite_journal as journal_sql
 from graphorch.store._audit import event_json, genesis, link
 from graphorch.store._sqlite_rows import (
@@ -31,6 +32,7 @@ from graphorch.store._sqlite_rows import (
     info_from_row,
     names_json,
     run_from_row,
+    runs_query,
     split_id,
 )
 from graphorch.store._sqlite_schema import check_file, open_connection
@@ -43,6 +45,12 @@ from graphorch.store._sqlite_values import (
     materialize,
 )
 from graphorch.store._sqlite_worker import Worker
+from graphorch.store.approvals import (
+    ApprovalRecord,
+    ApprovalStatus,
+    check_approvals,
+    check_decision,
+)
 from graphorch.store.base import (
     AppendField,
     AuditReport,
@@ -339,9 +347,12 @@ class SQLiteStore:
         *,
         run_id: RunId,
         calls: Sequence[ToolCallRecord] = (),
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         """Commit one step in one transaction, fenced by ``lease``'s epoch."""
         check_calls(run_id, calls)
+        if approvals:
+            check_approvals(run_id, approvals)
         payload = [event_json(e) for e in events]
         status = update.status.value
         wanted = (status, update.reason, update.error_node, update.output)
@@ -364,6 +375,8 @@ class SQLiteStore:
             self._insert_events(conn, run_id, payload)
             if calls:
                 journal_sql.put_calls(conn, run_id, calls)
+            if approvals:
+                approvals_sql.insert(conn, run_id, approvals)
 
         await self._writer.call(job)
 
@@ -398,17 +411,34 @@ class SQLiteStore:
 
         await self._writer.call(job)
 
-    async def acquire_lease(self, run_id: RunId, owner: str, ttl: float) -> Lease:
-        """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch."""
+    async def decide_approval(self, record: ApprovalRecord, events: Sequence[Event]) -> None:
+        """Record a decision if the approval is still pending (compare-and-set), with
+        its events, in one transaction; else AlreadyDecidedError and nothing written."""
+        check_decision(record)
+        payload = [event_json(e) for e in events]
+
+        def job(conn: sqlite3.Connection) -> None:
+            approvals_sql.decide(conn, record)
+            self._insert_events(conn, record.run_id, payload)
+
+        await self._writer.call(job)
+
+    async def acquire_lease(
+        self, run_id: RunId, owner: str, ttl: float, *, steal_from: str | None = None
+    ) -> Lease:
+        """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch (also
+        from ``steal_from``, a holder known to be gone, before its lease expires)."""
 
         def job(conn: sqlite3.Connection) -> Lease:
             fence = self._get_fence(conn, run_id)
             holder, epoch, expires = fence.owner, fence.epoch, fence.expires or 0.0
             now = time.time()
-            if holder is not None and holder != owner and expires > now:
+            if holder is not None and holder not in (owner, steal_from) and expires > now:
                 raise RunLockedError(
                     f"run {run_id} is being advanced by {holder} (lease expires in "
-                    f"{expires - now:.1f}s); wait for it, or resume once that process is gone"
+                    f"{expires - now:.1f}s); wait for it, or resume once that process is gone",
+                    owner=holder,
+                    expires_at=expires,
                 )
             lease = Lease(run_id, owner, int(epoch) + 1, now + ttl)
             conn.execute(
@@ -458,6 +488,7 @@ class SQLiteStore:
             conn.execute(f"DELETE FROM events WHERE run_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM event_chains WHERE run_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM tool_calls WHERE run_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM approvals WHERE run_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM checkpoints WHERE run_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
 
@@ -611,38 +642,8 @@ class SQLiteStore:
 
         return await self._reader.call(job)
 
-    @staticmethod
-    def list_runs_query(
-        *,
-        status: RunStatus | None = None,
-        graph: str | None = None,
-        parent_run: RunId | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        limit: int | None = 100,
-    ) -> tuple[str, list[Any]]:
-        """The SQL and parameters :meth:`list_runs` runs (for EXPLAIN QUERY PLAN)."""
-        where: list[str] = []
-        args: list[Any] = []
-        if status is not None:
-            where.append("r.status = ?")
-            args.append(RunStatus(status).value)
-        if graph is not None:
-            where.append("r.graph = ?")
-            args.append(graph)
-        if parent_run is not None:
-            where.append("r.parent_run = ?")
-            args.append(parent_run)
-        if created_after is not None:
-            where.append("r.created_us >= ?")
-            args.append(encode_time(created_after)[0])
-        if created_before is not None:
-            where.append("r.created_us < ?")
-            args.append(encode_time(created_before)[0])
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        args.append(-1 if limit is None else limit)
-        sql = f"{RUN_SELECT}{clause} ORDER BY r.created_us DESC, r.rowid DESC LIMIT ?"
-        return sql, args
+    list_runs_query = staticmethod(runs_query)
+    """The SQL and parameters :meth:`list_runs` runs (for EXPLAIN QUERY PLAN)."""
 
     async def list_checkpoints(self, run_id: RunId) -> list[CheckpointInfo]:
         """The run's checkpoints in sequence order. Raises RunNotFoundError."""
@@ -739,6 +740,18 @@ class SQLiteStore:
     async def audit_rows(self, run_id: RunId) -> list[AuditRow]:
         """The run's audit log with its hashes, in position order (for an export)."""
         return await self._reader.call(lambda conn: journal_sql.audit_rows(conn, run_id))
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """An approval as stored, or None."""
+        return await self._reader.call(lambda conn: approvals_sql.get(conn, approval_id))
+
+    async def list_approvals(
+        self, *, run_id: RunId | None = None, status: ApprovalStatus | None = None
+    ) -> list[ApprovalRecord]:
+        """Matching approvals, oldest first (served by an index)."""
+        return await self._reader.call(
+            lambda conn: approvals_sql.list_approvals(conn, run_id, status)
+        )
 
     async def close(self) -> None:
         """Finish pending writes and close the file; the store is unusable after."""
