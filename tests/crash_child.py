@@ -12,6 +12,8 @@ where this process kills itself with SIGKILL:
     node:K:after      inside that node, after its side effect (before the commit)
     commit:K          right after step K's commit was acknowledged
     tool:K            inside the tool call of step K, after its effect
+    charge:K          inside the non-idempotent `charge` call of step K (made only at the
+                      step CRASH_CHARGE_AT names), after its effect
     hold:K            inside the node of step K, after its effect, wait until the file
                       LOG.go exists (the parent SIGSTOPs us meanwhile)
     wait              never kill itself (the parent kills it at a random moment)
@@ -56,6 +58,16 @@ def build(steps: int, kill: str, log: str) -> tuple[go.Graph[Count, Any], go.Too
             die()
         return f"r{n}"
 
+    charge_at = int(os.environ.get("CRASH_CHARGE_AT", "0"))
+
+    @tools.tool  # not idempotent: a crash inside it leaves its outcome unknown
+    def charge(n: int) -> str:
+        with open(log + ".charge", "a") as f:
+            f.write(f"{os.getpid()} {n}\n")
+        if kill == f"charge:{n}":
+            die()
+        return f"c{n}"
+
     g = go.Graph("crashy", state=Count, max_steps=steps * 3 + 10)
 
     @g.tool(max_visits=steps + 1)
@@ -74,6 +86,8 @@ def build(steps: int, kill: str, log: str) -> tuple[go.Graph[Count, Any], go.Too
             while not await go_file.exists():  # noqa: ASYNC110 - another process makes it
                 await anyio.sleep(0.01)
         receipt = await ctx.tools.call("stamp", n=n)
+        if n == charge_at:
+            receipt += "+" + await ctx.tools.call("charge", n=n)
         return {"n": n, "receipts": [*s.receipts, receipt]}
 
     g.end("done", output=lambda s: s.n)

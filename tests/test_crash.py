@@ -167,3 +167,40 @@ def test_a_paused_owner_that_lost_its_lease_writes_nothing_after_waking(tmp_path
             "SELECT status, output FROM runs WHERE run_id = 'fenced'"
         ).fetchone()
     assert status == "succeeded" and json.loads(output) == STEPS
+
+
+def test_an_interrupted_non_idempotent_call_needs_attention_then_an_operator_settles_it(
+    tmp_path: Path,
+) -> None:
+    import anyio
+
+    import graphorch as go
+
+    db, log = tmp_path / "charge.db", tmp_path / "effects.log"
+    env = {**os.environ, "CRASH_CHARGE_AT": "3"}
+    cmd = [sys.executable, str(CHILD), str(db), str(log), "charged"]
+    killed = subprocess.run([*cmd, "charge:3", str(STEPS)], capture_output=True, env=env)
+    assert killed.returncode == -signal.SIGKILL
+    stuck = subprocess.run([*cmd, "none", str(STEPS)], capture_output=True, text=True, env=env)
+    assert stuck.returncode == 0, stuck.stderr
+    assert stuck.stdout.splitlines()[-1] == "needs_attention None"
+    charges = (tmp_path / "effects.log.charge").read_text().splitlines()
+    assert len(charges) == 1  # the uncertain call was not repeated
+
+    async def settle() -> str:
+        store = go.SQLiteStore(db)
+        rt = go.Runtime(store)
+        record = await rt.get_run("charged")
+        assert record.status is go.RunStatus.NEEDS_ATTENTION
+        assert "charge" in (record.reason or "") and "not idempotent" in (record.reason or "")
+        [call] = [c for c in await rt.calls("charged") if c.status is go.CallStatus.STARTED]
+        assert call.tool == "charge"
+        settled = await rt.resolve_call("charged", call.key, by="operator", result="c3")
+        await store.close()
+        return settled.key
+
+    anyio.run(settle)
+    done = subprocess.run([*cmd, "none", str(STEPS)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"succeeded {STEPS}"
+    assert len((tmp_path / "effects.log.charge").read_text().splitlines()) == 1
