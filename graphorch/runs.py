@@ -229,6 +229,7 @@ class Run(Generic[StateT]):
         backtracked: BacktrackInfo | None,
         error: ErrorInfo | None = None,
         pending_events: list[Event] | None = None,
+        stored_events: list[Event] | None = None,
         ledger: CallLedger | None = None,
     ) -> None:
         self._rt = runtime
@@ -252,8 +253,11 @@ class Run(Generic[StateT]):
         self.timeout = timeout if timeout is not None else graph.timeout
         self._backtracked = backtracked
         self._error = error
+        # stored events are streamed but already committed; pending ones ride the next commit
         self._pending: list[Event] = pending_events or []
-        self._history: deque[Event] = deque(self._pending, maxlen=_EVENT_BUFFER)
+        self._history: deque[Event] = deque(
+            [*(stored_events or []), *self._pending], maxlen=_EVENT_BUFFER
+        )
         self._event_count = len(self._history)
         self._listeners: list[anyio.Event] = []
         self._scope: anyio.CancelScope | None = None

@@ -258,7 +258,7 @@ class Runtime:
             max_steps=max_steps,
             timeout=timeout,
             backtracked=None,
-            pending_events=[event],
+            stored_events=[event],
         )
 
     async def resume(
@@ -425,7 +425,7 @@ class Runtime:
         state: Any,
         deps: Any,
         lease: Lease | None,
-        pending: list[Event] | None = None,
+        stored: list[Event] | None = None,
         *,
         ledger: CallLedger | None = None,
     ) -> Run[Any]:
@@ -437,8 +437,8 @@ class Runtime:
         err: dict[str, str] | None = meta.get("error")
         steps = int(meta.get("steps", 0))
         visits: dict[str, int] = dict(meta.get("visits", {}))
-        events = pending or []
-        if pending is None and lease is not None:
+        events: list[Event] = []
+        if stored is None and lease is not None:
             events.append(RunResumed(run_id=record.run_id, step=steps, checkpoint=record.head))
         output = json.loads(record.output) if record.output is not None else None
         return Run(
@@ -462,6 +462,7 @@ class Runtime:
             backtracked=BacktrackInfo(back["source"], back["reason"]) if back else None,
             error=ErrorInfo(err["source"], err["type"], err["reason"]) if err else None,
             pending_events=events,
+            stored_events=stored or [],
             ledger=ledger,
         )
 

@@ -26,7 +26,7 @@ def test_readme_example_runs_and_prints_what_it_claims() -> None:
 def test_readme_gives_the_two_fresh_machine_commands() -> None:
     text = README.read_text()
     assert 'pip install -e ".[dev]" && pytest' in text
-    assert "pip install -e . && " in text
+    assert "pip install -e . && graphorch demo" in text
 
 
 def test_quickstart_demo_runs() -> None:
@@ -39,3 +39,13 @@ def test_quickstart_demo_runs() -> None:
     )
     assert "succeeded: Your refund is on its way." in out.stdout
     assert "succeeded: Thanks, we filed a bug." in out.stdout
+
+
+def test_readme_diagram_is_the_one_the_project_draws() -> None:
+    import graphorch as go
+    from graphorch.examples import support
+
+    text = README.read_text()
+    blocks = re.findall(r"```mermaid\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no diagram"
+    assert blocks[0].strip() == go.to_mermaid(support.graph, expand_delegates=True).strip()
