@@ -5,6 +5,7 @@ A graph's module may also define (each either the object or a function returning
 - ``tools``: a :class:`~graphorch.ToolRegistry` for the runs,
 - ``guardrails``: the :class:`~graphorch.Guardrails` applied to every tool call,
 - ``roles_of``: a function ``person -> roles`` for approve nodes' ``roles=``,
+- ``model``: the :class:`~graphorch.ChatModel` plan nodes and ``ctx.model`` use,
 - ``example_input``: the input ``graphorch run`` uses when ``--input`` is not given.
 
 To resume or approve runs of a graph in a later process, the CLI records each graph's
@@ -54,6 +55,7 @@ class Target:
     tools: go.ToolRegistry | None = None
     guardrails: go.Guardrails | None = None
     roles_of: Callable[[str], Iterable[str]] | None = None
+    model: go.ChatModel | None = None
     children: dict[str, go.FrozenGraph[Any, Any]] = field(default_factory=lambda: {})
 
     def example_input(self) -> Any:
@@ -73,6 +75,13 @@ def _call_or_value(module: ModuleType, name: str) -> Any:
     ):
         return value()
     return value
+
+
+def _model(module: ModuleType) -> go.ChatModel | None:
+    value = getattr(module, "model", None)
+    if value is not None and not isinstance(value, go.ChatModel) and callable(value):
+        value = value()
+    return value if isinstance(value, go.ChatModel) else None
 
 
 def _children(graph: go.FrozenGraph[Any, Any]) -> dict[str, go.FrozenGraph[Any, Any]]:
@@ -143,6 +152,7 @@ def load_target(spec: str) -> Target:
         tools=_typed(_call_or_value(module, "tools"), go.ToolRegistry),
         guardrails=_typed(_call_or_value(module, "guardrails"), go.Guardrails),
         roles_of=cast(Callable[[str], Iterable[str]], roles_of) if callable(roles_of) else None,
+        model=_model(module),
         children=_children(frozen),
     )
 

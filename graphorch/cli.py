@@ -118,6 +118,7 @@ def _runtime(store: go.Store, target: Target | None) -> go.Runtime:
         tools=target.tools,
         guardrails=target.guardrails,
         roles_of=target.roles_of,
+        model=target.model,
     )
 
 

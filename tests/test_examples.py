@@ -105,7 +105,9 @@ async def test_research_backtracks_then_drafts_with_cited_ranked_documents() -> 
     scores = [h["score"] for h in state.hits]
     assert scores == sorted(scores, reverse=True)
     # every tool call went through the policed, journaled path
-    assert {c.tool for c in await rt.calls(result.run_id)} == {"search", "fetch_document"}
+    journaled = {c.tool for c in await rt.calls(result.run_id)}
+    # the plan's model calls are journaled next to the tool calls
+    assert journaled == {"search", "fetch_document", "model:offline-planner"}
 
 
 def test_the_planner_drops_rejected_claims_and_searches_for_the_rest() -> None:

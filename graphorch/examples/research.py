@@ -1,7 +1,8 @@
 """Research: plan, search, retrieve, fact-check (backtracking when unsupported), draft.
 
-1. ``plan`` proposes search queries and the claims the answer will make
-   (:func:`planner`: deterministic offline; the seam where a model plugs in).
+1. ``plan`` asks the model (``ctx.model``, journaled) for search queries and the
+   claims the answer will make: offline a scripted model answers with
+   :func:`planner`; set ``GRAPHORCH_OPENAI_BASE_URL`` to use a real endpoint.
 2. ``search`` ranks the bundled documents with BM25 for every query.
 3. ``retrieve`` fetches the best documents and splits them into passages.
 4. ``fact_check`` looks for a passage supporting each claim (BM25 over the passages,
@@ -15,6 +16,8 @@ Run it with ``graphorch demo research``.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +29,7 @@ import graphorch as go
 from graphorch.examples._demo import Progress, drive, quiet
 from graphorch.examples.bm25 import BM25, tokenize
 from graphorch.examples.documents import DOCUMENTS, by_id
+from graphorch.testing import ScriptedModel
 
 __all__ = [
     "HYPOTHESES",
@@ -35,6 +39,7 @@ __all__ = [
     "example_input",
     "graph",
     "guardrails",
+    "model",
     "planner",
     "run_demo",
     "split_passages",
@@ -108,6 +113,33 @@ def planner(
     if feedback is not None or attempt > 1:
         queries += claims
     return ResearchPlan(queries=queries, claims=claims)
+
+
+def model() -> go.ChatModel:
+    """The planner's model: a real OpenAI-compatible endpoint when
+    ``GRAPHORCH_OPENAI_BASE_URL`` (and ``OPENAI_API_KEY``, ``GRAPHORCH_MODEL``) are set,
+    else a scripted model answering with :func:`planner`, offline and deterministic.
+    """
+    base_url = os.environ.get("GRAPHORCH_OPENAI_BASE_URL")
+    if base_url:
+        from graphorch.models import OpenAIModel
+
+        return OpenAIModel(
+            os.environ.get("GRAPHORCH_MODEL", "gpt-4o-mini"),
+            base_url=base_url,
+            api_key=os.environ.get("OPENAI_API_KEY", "not-needed"),
+        )
+
+    def answer(prompt: str) -> ResearchPlan:
+        request = json.loads(prompt[len(PLAN_PROMPT) :])
+        return planner(
+            request["question"],
+            rejected=request["rejected"],
+            feedback=request["feedback"],
+            attempt=request["attempt"],
+        )
+
+    return ScriptedModel(answer, name="offline-planner")
 
 
 # -- the tools -------------------------------------------------------------------------------
@@ -187,12 +219,26 @@ graph: go.Graph[Research, None] = go.Graph(
 )
 
 
+PLAN_PROMPT = (
+    "You plan research over a small document collection. Given the request below (JSON), "
+    "answer with the search queries to run and the claims the answer will make. Never "
+    "repeat a claim listed in `rejected`; if `feedback` says a claim was unsupported, "
+    "search for evidence of the remaining claims too.\n"
+)
+
+
 @graph.plan(max_visits=4)
 async def plan(state: Research, ctx: go.Context[None]) -> dict[str, Any]:
     feedback = ctx.backtracked.reason if ctx.backtracked is not None else None
-    decided = planner(
-        state.question, rejected=state.rejected, feedback=feedback, attempt=state.attempt + 1
-    )
+    request = {
+        "question": state.question,
+        "rejected": list(state.rejected),
+        "feedback": feedback,
+        "attempt": state.attempt + 1,
+    }
+    # the model call is journaled: a resumed run replays the answer instead of paying again
+    answer = await ctx.model.complete(PLAN_PROMPT + json.dumps(request), ResearchPlan)
+    decided: ResearchPlan = answer.value
     note = f"plan {state.attempt + 1}: {len(decided.claims)} claims, {len(decided.queries)} queries"
     return {
         "attempt": state.attempt + 1,
@@ -267,7 +313,7 @@ def example_input() -> Research:
 
 def runtime(store: go.Store | None = None) -> go.Runtime:
     """A runtime with this example's graph, tools and guardrails."""
-    return go.Runtime(store, graphs=[graph], tools=tools(), guardrails=guardrails())
+    return go.Runtime(store, graphs=[graph], tools=tools(), guardrails=guardrails(), model=model())
 
 
 async def run_demo(
