@@ -109,12 +109,13 @@ def test_every_exception_is_exported_from_the_package() -> None:
     assert hidden == [], "add these to graphorch/__init__.py and its __all__"
 
 
-def test_the_three_branches_do_not_overlap() -> None:
+def test_the_branches_do_not_overlap() -> None:
     branches = (
         graphorch.DefinitionError,
         graphorch.RunError,
         graphorch.StoreError,
         graphorch.RenderError,
+        graphorch.MissingDependencyError,
     )
     for cls in _exception_classes():
         if cls in (graphorch.GraphorchError, *branches):
