@@ -204,3 +204,35 @@ def test_an_interrupted_non_idempotent_call_needs_attention_then_an_operator_set
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == f"succeeded {STEPS}"
     assert len((tmp_path / "effects.log.charge").read_text().splitlines()) == 1
+
+
+FANOUT = Path(__file__).with_name("fanout_child.py")
+
+
+def test_a_fan_out_of_50_children_killed_half_way_resumes_without_redoing_finished_ones(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "fanout.db", tmp_path / "children.log"
+    cmd = [sys.executable, str(FANOUT), str(db), str(log), "fan"]
+    killed = subprocess.run([*cmd, "20"], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with sqlite3.connect(db) as conn:
+        finished = {
+            int(run_id.rsplit("-", 1)[1])
+            for (run_id,) in conn.execute(
+                "SELECT run_id FROM runs WHERE parent_run = 'fan' AND status = 'succeeded'"
+            )
+        }
+    assert finished  # some children completed and committed before the kill
+    before = executions(log)
+    resumed = subprocess.run([*cmd, "0"], capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = sum(i * i for i in range(50))
+    assert resumed.stdout.splitlines()[-1] == f"succeeded {expected}"
+    after = executions(log)[len(before) :]
+    rerun = {item for _, item in after} & finished
+    assert rerun == set(), f"finished children ran again: {sorted(rerun)}"
+    assert {item for _, item in before + after} == set(range(50))
+    with sqlite3.connect(db) as conn:
+        [(children,)] = conn.execute("SELECT COUNT(*) FROM runs WHERE parent_run = 'fan'")
+    assert children == 50
