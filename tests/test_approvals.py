@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,36 @@ def test_unknown_run_or_no_pending_approval() -> None:
             await rt.approve(run.id, by="lead")
 
     anyio.run(main)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAUSED = """
+import os, signal, sys, anyio
+import graphorch as go
+from tests.test_approvals import Change, release_graph
+
+async def main() -> None:
+    store = go.SQLiteStore(sys.argv[1])
+    run = await go.Runtime(store).start(release_graph(), Change(), run_id="paused")
+    result = await run.wait()
+    print(result.status.value, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the process that paused dies without a goodbye
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+async def test_approve_after_the_process_that_paused_was_killed(tmp_path: Path) -> None:
+    db = tmp_path / "paused.db"
+    proc = await anyio.run_process([sys.executable, "-c", PAUSED, str(db)], cwd=ROOT, check=False)
+    assert proc.returncode == -9 and proc.stdout.decode().strip() == "waiting"
+    store = go.SQLiteStore(db)
+    rt = go.Runtime(store, graphs=[release_graph()])
+    [pending] = await rt.pending_approvals()
+    assert pending.run_id == "paused"
+    await rt.approve("paused", by="lead")
+    result = await (await rt.resume("paused")).wait()
+    assert result.output == ["prepared", "deployed"]
+    await store.close()
