@@ -27,6 +27,8 @@ import anyio
 import pytest
 
 from graphorch.events import (
+    ApprovalDecided,
+    ApprovalRequested,
     CallResolved,
     CustomEvent,
     Event,
@@ -37,12 +39,15 @@ from graphorch.events import (
     ToolCalled,
 )
 from graphorch.exceptions import (
+    AlreadyDecidedError,
+    ApprovalNotFoundError,
     CheckpointNotFoundError,
     LeaseLostError,
     RunLockedError,
     RunNotFoundError,
     StoreError,
 )
+from graphorch.store.approvals import ApprovalRecord, ApprovalStatus
 from graphorch.store.base import (
     AppendField,
     CheckpointWrite,
@@ -240,6 +245,102 @@ async def audit_scene(store: Store) -> int:
     done = settle(first, CallStatus.SUCCEEDED)
     await step(store, "clean", 1, {}, events=[tool_event(done, "succeeded")], calls=[done])
     return 9 + 3
+
+
+IST = timezone(timedelta(hours=5, minutes=30))
+
+
+def approval(
+    run_id: str,
+    seq: int,
+    node: str = "confirm",
+    *,
+    at: datetime | None = None,
+    full: bool = True,
+) -> ApprovalRecord:
+    """A pending request of node ``node`` at step ``seq``; ``full`` sets every optional
+    field (a paused tool call with an expiry), else only the required ones."""
+    requested = at or (T0 + timedelta(seconds=seq)).astimezone(IST)
+    record = ApprovalRecord(
+        approval_id=f"{run_id}:{seq}:{node}",
+        run_id=RunId(run_id),
+        seq=seq,
+        node=node,
+        prompt="déployer « api » ? ✓",
+        context=b'{"service":"api","raw":"\xff\x00"}' + bytes([0, 255, 128]),
+        approvers=("lead", "zoë") if full else (),
+        roles=("ops",) if full else (),
+        requested_at=requested,
+        status=ApprovalStatus.PENDING,
+    )
+    if not full:
+        return record
+    return replace(
+        record,
+        expires_at=requested + timedelta(hours=1, microseconds=7),
+        tool="deploy",
+        call_key=f"{run_id}:{seq}:{node}:0",
+        args=b'{"replicas":3}\x00',
+    )
+
+
+def decided(
+    record: ApprovalRecord,
+    by: str = "lead",
+    status: ApprovalStatus = ApprovalStatus.APPROVED,
+) -> ApprovalRecord:
+    """``record`` decided by ``by``, with a comment and (for an approval) edits."""
+    return replace(
+        record,
+        status=status,
+        decided_by=by,
+        decided_at=datetime(2025, 1, 2, 9, 30, 0, 999999, tzinfo=timezone(timedelta(hours=-7))),
+        comment=f"ok from {by} ✓",
+        edits=b'{"replicas":4}' if status is ApprovalStatus.APPROVED else None,
+    )
+
+
+def requested_event(record: ApprovalRecord) -> ApprovalRequested:
+    return ApprovalRequested(
+        run_id=record.run_id,
+        step=record.seq,
+        node=record.node,
+        approval_id=record.approval_id,
+        prompt=record.prompt,
+        approvers=record.approvers,
+        roles=record.roles,
+        tool=record.tool,
+        at=50.0,
+    )
+
+
+def decided_event(record: ApprovalRecord) -> ApprovalDecided:
+    return ApprovalDecided(
+        run_id=record.run_id,
+        step=record.seq,
+        approval_id=record.approval_id,
+        outcome=record.status.value,
+        by=record.decided_by or "?",
+        comment=record.comment,
+        at=60.0,
+    )
+
+
+async def ask(
+    store: Store,
+    run_id: str,
+    *records: ApprovalRecord,
+    lease: Lease | None = None,
+) -> None:
+    """Commit the step that makes ``run_id`` wait for ``records`` (no new checkpoint)."""
+    await store.commit_step(
+        lease,
+        None,
+        RunUpdate(RunStatus.WAITING, reason="waiting for a person", error_node="confirm"),
+        [requested_event(r) for r in records],
+        run_id=RunId(run_id),
+        approvals=records,
+    )
 
 
 async def snapshot(store: Store, run_id: str) -> tuple[Any, ...]:
@@ -585,8 +686,10 @@ class StoreConformance:
         await new_run(store, "r1")
         first = await store.acquire_lease(rid, "alpha", 30)
         assert (first.run_id, first.owner) == (rid, "alpha")
-        with pytest.raises(RunLockedError, match="alpha"):
+        with pytest.raises(RunLockedError, match="alpha") as locked:
             await store.acquire_lease(rid, "beta", 30)
+        assert locked.value.owner == "alpha"
+        assert locked.value.expires_at == pytest.approx(first.expires_at)  # pyright: ignore[reportUnknownMemberType]
         again = await store.acquire_lease(rid, "alpha", 30)
         assert again.epoch > first.epoch
         await step(store, "r1", 1, {"n": SetField(b"1")}, lease=again)
@@ -1027,3 +1130,226 @@ class StoreConformance:
         assert report.ok, report.problems
         assert report.checked == 30 * (1 + 5 * 3)
         assert len(await store.list_calls(RunId("w17"))) == 5
+
+    # -- approvals -------------------------------------------------------------------
+
+    async def test_approvals_round_trip_every_field(self, store: Store) -> None:
+        await new_run(store, "r1")
+        full, bare = approval("r1", 0), approval("r1", 0, "check", full=False)
+        await ask(store, "r1", full, bare)
+        assert await store.get_approval(full.approval_id) == full
+        assert await store.get_approval(bare.approval_id) == bare
+        assert (await store.get_approval(full.approval_id)).requested_at.utcoffset() == (  # type: ignore[union-attr]
+            timedelta(hours=5, minutes=30)
+        )
+        assert await store.get_approval("r1:0:nope") is None
+        run = await store.get_run(RunId("r1"))
+        assert (run.status, run.reason, run.error_node) == (
+            RunStatus.WAITING,
+            "waiting for a person",
+            "confirm",
+        )
+        yes = decided(full)
+        await store.decide_approval(yes, [decided_event(yes)])
+        assert await store.get_approval(full.approval_id) == yes
+        no = replace(
+            bare,
+            status=ApprovalStatus.REJECTED,
+            decided_by="zoë",
+            decided_at=T0,
+            comment=None,
+        )
+        await store.decide_approval(no, [])
+        assert await store.get_approval(bare.approval_id) == no
+        kinds = [e.kind for e in await store.list_events(RunId("r1"))]
+        assert kinds == [
+            "run_started",
+            "approval_requested",
+            "approval_requested",
+            "approval_decided",
+        ]
+        assert (await store.list_events(RunId("r1")))[-1] == decided_event(yes)
+        assert (await store.verify_events()).ok
+
+    async def test_list_approvals_oldest_first_with_filters(self, store: Store) -> None:
+        for name in ("r1", "r2"):
+            await new_run(store, name)
+        utc_late = approval("r1", 0, "late", at=T0 + timedelta(minutes=5))
+        # 12:01 at +02:00 is 10:01 UTC: the earliest of all, though stored later.
+        early = approval(
+            "r2", 0, "early", at=datetime(2025, 1, 1, 12, 1, tzinfo=timezone(timedelta(hours=2)))
+        )
+        tie_a = approval("r1", 0, "tie-a", at=T0)
+        tie_b = approval("r2", 0, "tie-b", at=T0.astimezone(IST))  # the same instant
+        await ask(store, "r1", utc_late, tie_a)
+        await ask(store, "r2", early, tie_b)
+
+        def ids(records: list[ApprovalRecord]) -> list[str]:
+            return [r.node for r in records]
+
+        assert ids(await store.list_approvals()) == ["early", "tie-a", "tie-b", "late"]
+        assert ids(await store.list_approvals(run_id=RunId("r1"))) == ["tie-a", "late"]
+        assert ids(await store.list_approvals(run_id=RunId("nope"))) == []
+        pending = ApprovalStatus.PENDING
+        await store.decide_approval(decided(tie_a), [])
+        await store.decide_approval(decided(early, status=ApprovalStatus.EXPIRED), [])
+        assert ids(await store.list_approvals(status=pending)) == ["tie-b", "late"]
+        assert ids(await store.list_approvals(status=ApprovalStatus.APPROVED)) == ["tie-a"]
+        assert ids(await store.list_approvals(status=ApprovalStatus.REJECTED)) == []
+        assert ids(await store.list_approvals(run_id=RunId("r2"), status=pending)) == ["tie-b"]
+        assert ids(
+            await store.list_approvals(run_id=RunId("r2"), status=ApprovalStatus.EXPIRED)
+        ) == ["early"]
+
+    async def test_approvals_commit_with_the_step_and_are_fenced(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        await new_run(store, "other")
+        old = await store.acquire_lease(rid, "alpha", 0.05)
+        first = approval("r1", 1)
+        # With a checkpoint, calls and events: all in the one transaction.
+        c = settle(call("r1", 0), CallStatus.SUCCEEDED)
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=old, calls=[c])
+        await anyio.sleep(0.1)
+        new = await store.acquire_lease(rid, "beta", 60)
+        before = await snapshot(store, "r1")
+        with pytest.raises(LeaseLostError):
+            await ask(store, "r1", first, lease=old)
+        assert await store.get_approval(first.approval_id) is None
+        assert await store.list_approvals() == []
+        assert await snapshot(store, "r1") == before
+        # Refused input writes nothing either: another run's request, an id twice.
+        for bad in (
+            [approval("other", 1)],
+            [first, replace(first, node="again")],
+        ):
+            with pytest.raises(StoreError):
+                await ask(store, "r1", *bad, lease=new)
+            assert await store.list_approvals() == []
+            assert await snapshot(store, "r1") == before
+        with pytest.raises(RunNotFoundError):
+            await ask(store, "ghost", approval("ghost", 0))
+        await ask(store, "r1", first, lease=new)
+        assert await store.list_approvals() == [first]
+        after = await snapshot(store, "r1")
+        with pytest.raises(StoreError, match="already exists"):  # a request is made once
+            await ask(store, "r1", approval("r1", 1, "second"), first, lease=new)
+        assert await store.list_approvals() == [first]
+        assert await snapshot(store, "r1") == after
+        assert (await store.verify_events()).ok
+
+    async def test_decide_approval_is_compare_and_set(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        asked = approval("r1", 0)
+        await ask(store, "r1", asked)
+        lease = await store.acquire_lease(rid, "owner", 60)  # deciders need no lease
+        with pytest.raises(ValueError, match="pending"):
+            await store.decide_approval(asked, [])
+        with pytest.raises(ApprovalNotFoundError) as missing:
+            await store.decide_approval(decided(approval("r1", 0, "nope")), [])
+        assert missing.value.approval_id == "r1:0:nope"
+        win = decided(asked, "lead")
+        await store.decide_approval(win, [decided_event(win)])
+        before = await snapshot(store, "r1")
+        for loser in (
+            decided(asked, "zoë"),
+            decided(asked, "zoë", ApprovalStatus.REJECTED),
+            decided(asked, "expiry", ApprovalStatus.EXPIRED),
+        ):
+            with pytest.raises(AlreadyDecidedError, match="already approved by lead") as err:
+                await store.decide_approval(loser, [decided_event(loser)])
+            assert (err.value.approval_id, err.value.run_id, err.value.node) == (
+                asked.approval_id,
+                "r1",
+                "confirm",
+            )
+        assert await store.get_approval(asked.approval_id) == win
+        assert await snapshot(store, "r1") == before
+        # The owner's lease was not disturbed.
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=lease)
+        assert (await store.verify_events()).ok
+
+    async def test_racing_deciders_exactly_one_wins(self, store: Store) -> None:
+        names = [f"r{i}" for i in range(5)]
+        for name in names:
+            await new_run(store, name)
+            await ask(store, name, approval(name, 0))
+        wins: dict[str, list[str]] = {name: [] for name in names}
+        losses: list[AlreadyDecidedError] = []
+
+        async def decide(name: str, person: str) -> None:
+            mine = decided(approval(name, 0), person)
+            try:
+                await store.decide_approval(mine, [decided_event(mine)])
+                wins[name].append(person)
+            except AlreadyDecidedError as err:
+                losses.append(err)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(12):
+                for name in names:
+                    tg.start_soon(decide, name, f"person{k}")
+        assert len(losses) == 5 * 11
+        for name in names:
+            assert len(wins[name]) == 1, wins
+            stored = await store.get_approval(f"{name}:0:confirm")
+            assert stored is not None and stored.decided_by == wins[name][0]
+            kinds = [e.kind for e in await store.list_events(RunId(name))]
+            assert kinds.count("approval_decided") == 1
+        assert (await store.verify_events()).ok
+
+    async def test_deleting_a_run_deletes_its_approvals(self, store: Store) -> None:
+        old = T0 - timedelta(days=9)
+        await new_run(store, "r1")
+        await new_run(store, "gone", created_at=old, status=RunStatus.SUCCEEDED)
+        await new_run(store, "kept")
+        for name in ("r1", "gone", "kept"):
+            await ask(store, name, approval(name, 0))
+        await store.delete_run(RunId("r1"))
+        assert await store.prune_runs(created_before=T0) == 0  # waiting runs are kept
+        assert await store.prune_runs(created_before=T0, terminal_only=False) == 1
+        assert [a.run_id for a in await store.list_approvals()] == ["kept"]
+        assert await store.get_approval("r1:0:confirm") is None
+        assert await store.get_approval("gone:0:confirm") is None
+        with pytest.raises(ApprovalNotFoundError):
+            await store.decide_approval(decided(approval("r1", 0)), [])
+        await new_run(store, "r1")  # the same id again asks afresh
+        await ask(store, "r1", approval("r1", 0))
+        assert await store.get_approval("r1:0:confirm") == approval("r1", 0)
+        assert (await store.verify_events()).ok
+
+    # -- taking over from a dead owner -------------------------------------------------
+
+    async def test_steal_from_a_dead_owner_fences_it(self, store: Store) -> None:
+        rid = RunId("r1")
+        await new_run(store, "r1")
+        dead = await store.acquire_lease(rid, "host:1:dead", 60)
+        await step(store, "r1", 1, {"n": SetField(b"1")}, lease=dead)
+        with pytest.raises(RunLockedError) as locked:  # steal_from names someone else
+            await store.acquire_lease(rid, "me", 60, steal_from="host:2:other")
+        assert (locked.value.owner, locked.value.expires_at) == ("host:1:dead", dead.expires_at)
+        taken = await store.acquire_lease(rid, "me", 60, steal_from="host:1:dead")
+        assert (taken.owner, taken.epoch) == ("me", dead.epoch + 1)
+        before = await snapshot(store, "r1")
+        with pytest.raises(LeaseLostError):
+            await step(store, "r1", 2, {"n": SetField(b"2")}, lease=dead, calls=[call("r1", 1)])
+        with pytest.raises(LeaseLostError):
+            await ask(store, "r1", approval("r1", 1), lease=dead)
+        with pytest.raises(LeaseLostError):
+            await store.renew_lease(dead, 60)
+        await store.release_lease(dead)  # no effect on the new owner
+        assert await snapshot(store, "r1") == before
+        assert await store.list_calls(rid) == [] and await store.list_approvals() == []
+        # The old owner, back from the dead, is locked out like anyone else.
+        with pytest.raises(RunLockedError) as locked:
+            await store.acquire_lease(rid, "host:1:dead", 60, steal_from="host:1:dead")
+        assert (locked.value.owner, locked.value.expires_at) == ("me", taken.expires_at)
+        await step(store, "r1", 2, {"n": SetField(b"2")}, lease=taken)
+        await store.release_lease(taken)
+        # With nobody holding it (or the holder's lease expired), steal_from is moot.
+        free = await store.acquire_lease(rid, "you", 0.05, steal_from="someone")
+        assert free.epoch == taken.epoch + 1
+        await anyio.sleep(0.1)
+        late = await store.acquire_lease(rid, "me", 60, steal_from="someone")
+        assert late.epoch == free.epoch + 1

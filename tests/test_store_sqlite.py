@@ -6,18 +6,25 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from store_conformance import (
     T0,
     StoreConformance,
+    approval,
+    ask,
     audit_scene,
     call,
     cid,
+    decided,
+    decided_event,
     new_run,
     settle,
     snapshot,
@@ -25,8 +32,10 @@ from store_conformance import (
     tool_event,
 )
 
-from graphorch.exceptions import DatabaseError, LeaseLostError
+from graphorch.exceptions import DatabaseError, LeaseLostError, RunLockedError
+from graphorch.store import _sqlite_approvals  # pyright: ignore[reportPrivateUsage]
 from graphorch.store._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
+from graphorch.store.approvals import ApprovalStatus
 from graphorch.store.base import AppendField, RunUpdate, SetField
 from graphorch.store.journal import CallStatus
 from graphorch.store.sqlite import SQLiteStore
@@ -488,7 +497,7 @@ async def test_listing_100k_runs_uses_indexes(tmp_path: Path) -> None:
         ((f"b{i:06d}", base_us + i) for i in range(100_000)),
     )
     conn.commit()
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({}, "runs_by_time"),
         ({"status": RunStatus.RUNNING}, "runs_by_status"),
         ({"graph": "g3"}, "runs_by_graph"),
@@ -586,3 +595,193 @@ async def test_file_missing_version_2_tables_is_refused(tmp_path: Path) -> None:
         await broken.get_run(RunId("r1"))
     await broken.close()
     assert file_bytes(path) == before
+
+
+async def test_version_2_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
+    """A file written before approvals existed (schema version 2) is migrated in place
+    on open: its runs, calls and chains stay, and approvals work."""
+    path = tmp_path / "v2.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    lease = await store.acquire_lease(RunId("r1"), "alpha", 60)
+    started = call("r1", 0)
+    await store.journal(lease, [started], [tool_event(started, "started")], run_id=RunId("r1"))
+    done = settle(started, CallStatus.SUCCEEDED)
+    await step(store, "r1", 1, {"items": AppendField(b"[1]")}, lease=lease, calls=[done])
+    await store.release_lease(lease)
+    before = await snapshot(store, "r1")
+    rows_before = await store.audit_rows(RunId("r1"))
+    await store.close()
+    fresh = schema(path)
+    tamper(path, "DROP TABLE approvals", "PRAGMA user_version = 2")
+
+    again = SQLiteStore(path)
+    assert await snapshot(again, "r1") == before
+    assert await again.audit_rows(RunId("r1")) == rows_before
+    assert await again.list_calls(RunId("r1")) == [done]
+    assert schema(path) == fresh  # exactly the schema a new file gets
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.close()
+    asked = approval("r1", 1)
+    await ask(again, "r1", asked)
+    assert await again.list_approvals(status=ApprovalStatus.PENDING) == [asked]
+    win = decided(asked)
+    await again.decide_approval(win, [decided_event(win)])
+    assert await again.get_approval(asked.approval_id) == win
+    assert (await again.verify_events()).ok
+    await again.close()
+
+
+async def test_file_missing_the_approvals_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.db"
+    store = SQLiteStore(path)
+    await new_run(store, "r1")
+    await store.close()
+    tamper(path, "DROP TABLE approvals")
+    before = file_bytes(path)
+    broken = SQLiteStore(path)
+    with pytest.raises(DatabaseError, match="approvals"):
+        await broken.get_run(RunId("r1"))
+    await broken.close()
+    assert file_bytes(path) == before
+
+
+async def test_listing_approvals_reads_indexes_in_order(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "plan.db")
+    await new_run(store, "r1")
+
+    def plan(conn: sqlite3.Connection, run_id: str | None, status: ApprovalStatus | None) -> str:
+        sql, args = _sqlite_approvals.list_query(run_id, status)
+        return " | ".join(str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+
+    for run_id, status, index in (
+        (None, ApprovalStatus.PENDING, "approvals_by_status"),
+        ("r1", None, "approvals_by_run"),
+        ("r1", ApprovalStatus.PENDING, "approvals_by_"),
+    ):
+        text = await store._reader.call(partial(plan, run_id=run_id, status=status))  # pyright: ignore[reportPrivateUsage]
+        assert index in text and "TEMP B-TREE" not in text, text
+    await store.close()
+
+
+async def test_steal_from_fences_the_old_owner_across_connections(tmp_path: Path) -> None:
+    """Another process (here a second store on the file) takes the run from a holder it
+    knows is dead; the holder's late writes are refused and write nothing."""
+    path = tmp_path / "steal.db"
+    dead, alive = SQLiteStore(path), SQLiteStore(path)
+    await new_run(dead, "r1")
+    old = await dead.acquire_lease(RunId("r1"), "host:1:dead", 60)
+    await step(dead, "r1", 1, {"n": SetField(b"1")}, lease=old)
+    with pytest.raises(RunLockedError) as locked:
+        await alive.acquire_lease(RunId("r1"), "host:2:alive", 60)
+    assert locked.value.owner == "host:1:dead"
+    assert locked.value.expires_at == pytest.approx(old.expires_at)  # pyright: ignore[reportUnknownMemberType]
+    new = await alive.acquire_lease(RunId("r1"), "host:2:alive", 60, steal_from=locked.value.owner)
+    assert new.epoch == old.epoch + 1
+    before = await snapshot(alive, "r1")
+    with pytest.raises(LeaseLostError):
+        await step(dead, "r1", 2, {"n": SetField(b"2")}, lease=old, calls=[call("r1", 1)])
+    with pytest.raises(LeaseLostError):
+        await ask(dead, "r1", approval("r1", 1), lease=old)
+    with pytest.raises(LeaseLostError):
+        await dead.journal(old, [call("r1", 1)], [], run_id=RunId("r1"))
+    assert await snapshot(alive, "r1") == before
+    assert await alive.list_calls(RunId("r1")) == [] and await alive.list_approvals() == []
+    await step(alive, "r1", 2, {"n": SetField(b"2")}, lease=new)
+    assert (await dead.get_checkpoint(RunId("r1"))).state["n"] == b"2"
+    await dead.close()
+    await alive.close()
+
+
+_DECIDER = textwrap.dedent(
+    """
+    import random
+    import sys
+    import time
+    from pathlib import Path
+    import anyio
+    sys.path[:0] = [{root!r}, {tests!r}]
+    from store_conformance import approval, decided, decided_event
+    from graphorch.exceptions import AlreadyDecidedError
+    from graphorch.store.sqlite import SQLiteStore
+
+    async def main(path, me, go, count):
+        store = SQLiteStore(path, busy_timeout=0.05)
+        await store.list_approvals()  # open the file before the start signal
+        Path(f"{{go}}-{{me}}").touch()
+        while not Path(go).exists():
+            time.sleep(0.001)
+        won = []
+
+        async def decide(i):
+            mine = decided(approval(f"r{{i}}", 0), me)
+            try:
+                await store.decide_approval(mine, [decided_event(mine)])
+                won.append(i)
+            except AlreadyDecidedError:
+                pass
+
+        # One at a time (a transaction each), each process in its own random order:
+        # both try every approval, and both win some.
+        order = list(range(count))
+        random.Random(me).shuffle(order)
+        for i in order:
+            await decide(i)
+        await store.close()
+        print(" ".join(map(str, sorted(won))))
+
+    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_race_to_decide(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    go = tmp_path / "go"
+    count = 200
+
+    async def setup() -> None:
+        store = SQLiteStore(path)
+        for i in range(count):
+            await new_run(store, f"r{i}")
+            await ask(store, f"r{i}", approval(f"r{i}", 0))
+        await store.close()
+
+    anyio.run(setup)
+    script = tmp_path / "decider.py"
+    script.write_text(_DECIDER.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    procs = {
+        me: subprocess.Popen(
+            [sys.executable, str(script), str(path), me, str(go), str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for me in ("alice", "bob")
+    }
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}-{me}").exists() for me in procs):  # both ready
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values())
+        time.sleep(0.005)
+    go.touch()
+    won: dict[str, set[int]] = {}
+    for me, proc in procs.items():
+        out, err = proc.communicate(timeout=100)
+        assert proc.returncode == 0, err.decode()
+        won[me] = {int(x) for x in out.split()}
+    assert won["alice"].isdisjoint(won["bob"])
+    assert won["alice"] | won["bob"] == set(range(count))
+
+    async def check() -> None:
+        store = SQLiteStore(path)
+        for i in range(count):
+            stored = await store.get_approval(f"r{i}:0:confirm")
+            assert stored is not None and stored.status is ApprovalStatus.APPROVED
+            assert stored.decided_by == ("alice" if i in won["alice"] else "bob")
+            kinds = [e.kind for e in await store.list_events(RunId(f"r{i}"))]
+            assert kinds.count("approval_decided") == 1
+        assert (await store.verify_events()).ok
+        await store.close()
+
+    anyio.run(check)
