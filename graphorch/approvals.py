@@ -255,6 +255,9 @@ class ApprovalDesk:
         await self._rt.store.get_run(RunId(run_id))  # RunNotFoundError for a wrong id
         waiting = await self._pending_within(RunId(run_id))
         if not waiting:
+            decided = await self._rt.store.list_approvals(run_id=RunId(run_id))
+            if decided:  # a decider who arrives after someone else decided
+                raise self._already(decided[-1])
             raise ApprovalNotFoundError(
                 f"run {run_id} has no pending approval; list them with "
                 f"`graphorch runs --status waiting`",
