@@ -255,8 +255,10 @@ class ApprovalDesk:
         await self._rt.store.get_run(RunId(run_id))  # RunNotFoundError for a wrong id
         waiting = await self._pending_within(RunId(run_id))
         if not waiting:
+            run = await self._rt.store.get_run(RunId(run_id))
             decided = await self._rt.store.list_approvals(run_id=RunId(run_id))
-            if decided:  # a decider who arrives after someone else decided
+            if decided and decided[-1].seq == run.seq:
+                # a decider who arrives just after someone else decided this approval
                 raise self._already(decided[-1])
             raise ApprovalNotFoundError(
                 f"run {run_id} has no pending approval; list them with "
