@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio.lowlevel
 
-from graphorch.events import Event
+from graphorch.events import CustomEvent, Event
 from graphorch.exceptions import (
     ApprovalNotFoundError,
     CheckpointNotFoundError,
@@ -71,17 +71,37 @@ class _AuditEntry:
 @dataclass(slots=True)
 class _Run:
     record: RunRecord
-    head: tuple[int, bytes]  # the audit chain's head: event count, last hash
+    _head: tuple[int, bytes]  # the audit chain's head: event count, last hash
     checkpoints: list[_Checkpoint] = field(default_factory=lambda: [])
     events: list[Event] = field(default_factory=lambda: [])
-    audit: list[_AuditEntry] = field(default_factory=lambda: [])
+    _audit: list[_AuditEntry] = field(default_factory=lambda: [])
+    _unchained: list[Event] = field(default_factory=lambda: [])
     calls: dict[str, ToolCallRecord] = field(default_factory=lambda: {})
     lease: Lease | None = None
     epoch: int = 0
 
+    # Hashing every event as it is written costs more than the rest of an in-memory
+    # step; the chain is built when someone reads it (verify, export), same result.
+    @property
+    def audit(self) -> list[_AuditEntry]:
+        """The hash-chained audit entries (chained on first read)."""
+        self._flush()
+        return self._audit
+
+    @property
+    def head(self) -> tuple[int, bytes]:
+        """The chain's head: event count and last hash."""
+        self._flush()
+        return self._head
+
+    def _flush(self) -> None:
+        if self._unchained:
+            pending, self._unchained = self._unchained, []
+            self.append_chained(self.chain(pending))
+
     def chain(self, events: Sequence[Event]) -> list[_AuditEntry]:
         """The audit entries ``events`` will be (raises before anything changes)."""
-        n, prev = self.head
+        n, prev = self._head
         entries: list[_AuditEntry] = []
         for event in events:
             data = event_json(event)
@@ -90,11 +110,18 @@ class _Run:
             n += 1
         return entries
 
-    def append(self, events: Sequence[Event], entries: list[_AuditEntry]) -> None:
+    def append_chained(self, entries: list[_AuditEntry]) -> None:
         if entries:
-            self.events.extend(events)
-            self.audit.extend(entries)
-            self.head = (entries[-1].n + 1, entries[-1].hash)
+            self._audit.extend(entries)
+            self._head = (entries[-1].n + 1, entries[-1].hash)
+
+    def append(self, events: Sequence[Event]) -> None:
+        """Add events; their audit entries are chained when first read."""
+        for event in events:
+            if isinstance(event, CustomEvent):
+                event_json(event)  # user data: refuse what JSON cannot hold, now
+        self.events.extend(events)
+        self._unchained.extend(events)
 
 
 class MemoryStore:
@@ -152,10 +179,9 @@ class MemoryStore:
         if run.run_id in self._runs:
             raise StoreError(f"a run with id {run.run_id!r} already exists")
         entry = _Run(run, (0, genesis(run.run_id)))
-        audit = entry.chain(events)
         cp = self._materialize(checkpoint)
         entry.checkpoints.append(cp)
-        entry.append(events, audit)
+        entry.append(events)
         self._runs[run.run_id] = entry
         self._by_checkpoint[checkpoint.checkpoint_id] = cp
 
@@ -175,27 +201,32 @@ class MemoryStore:
         self._check_calls(run_id, calls)
         if approvals:
             self._check_approvals(run_id, approvals)
-        audit = entry.chain(events)
         record = entry.record
         if checkpoint is not None:
             cp = self._materialize(checkpoint)
             entry.checkpoints.append(cp)
             self._by_checkpoint[checkpoint.checkpoint_id] = cp
-            record = replace(
+            entry.record = replace(
                 record,
                 head=checkpoint.checkpoint_id,
                 seq=checkpoint.seq,
                 next_nodes=checkpoint.next_nodes,
+                status=update.status,
+                reason=update.reason,
+                error_node=update.error_node,
+                output=update.output,
+                updated_at=checkpoint.created_at,
             )
-        entry.record = replace(
-            record,
-            status=update.status,
-            reason=update.reason,
-            error_node=update.error_node,
-            output=update.output,
-            updated_at=checkpoint.created_at if checkpoint else datetime.now().astimezone(),
-        )
-        entry.append(events, audit)
+        else:
+            entry.record = replace(
+                record,
+                status=update.status,
+                reason=update.reason,
+                error_node=update.error_node,
+                output=update.output,
+                updated_at=datetime.now().astimezone(),
+            )
+        entry.append(events)
         self._put_calls(entry, calls)
         for approval in approvals:
             self._approvals[approval.approval_id] = approval
@@ -247,7 +278,6 @@ class MemoryStore:
                 f"{record.run_id}; nothing was written"
             )
         entry = self._run(stored.run_id)
-        audit = entry.chain(events)
         self._approvals[record.approval_id] = replace(
             stored,
             status=ApprovalStatus(record.status),
@@ -256,7 +286,7 @@ class MemoryStore:
             comment=record.comment,
             edits=record.edits,
         )
-        entry.append(events, audit)
+        entry.append(events)
 
     @staticmethod
     def _fence(entry: _Run, lease: Lease | None, run_id: RunId) -> None:
@@ -289,8 +319,7 @@ class MemoryStore:
         entry = self._run(run_id)
         self._fence(entry, lease, run_id)
         self._check_calls(run_id, calls)
-        audit = entry.chain(events)
-        entry.append(events, audit)
+        entry.append(events)
         self._put_calls(entry, calls)
 
     async def list_calls(self, run_id: RunId, *, seq: int | None = None) -> list[ToolCallRecord]:
