@@ -4,6 +4,10 @@ Typed graphs of plan, tool, delegate, approve and end nodes, run by an anyio run
 that checkpoints every step, so runs resume after a crash and backtrack to any step.
 """
 
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from .context import BacktrackInfo, Context, ErrorInfo
 from .delegation import ChildOutcome
 from .events import (
@@ -98,22 +102,55 @@ from .nodes import (
     expired,
     rejected,
 )
-from .notebook import Stepper
-from .planning import ModelBox, Plan, PlanStep
 from .policies import Budget, Decision, Guardrails, Policy, ToolRequest
-from .render import RunOverlay, overlay_for, render, to_dot, to_mermaid, to_png, to_svg
 from .runs import Run, RunResult, StepResult
 from .runtime import Runtime, run
 from .state import Reducer, add, append, merge, reducer
-from .store import MemoryStore, SQLiteStore, Store
 from .store.approvals import ApprovalRecord, ApprovalStatus
-from .store.base import CheckpointInfo, RunRecord
+from .store.base import CheckpointInfo, RunRecord, Store
 from .store.journal import CallStatus, ToolCallRecord
+from .store.memory import MemoryStore
 from .toolbox import ToolBox
 from .tools import RateLimit, Tool, ToolContext, ToolRegistry
 from .types import CheckpointId, RunId, RunStatus
 
+if _TYPE_CHECKING:
+    from .diagrams import RunOverlay, overlay_for, render, to_dot, to_mermaid, to_png, to_svg
+    from .notebook import Stepper
+    from .planning import ModelBox, Plan, PlanStep
+    from .store.sqlite import SQLiteStore
+
 __version__ = "0.1.0"
+
+# Loaded on first use: keeps `import graphorch` (and every CLI call) fast.
+_LAZY = {
+    "Stepper": "notebook",
+    "ModelBox": "planning",
+    "Plan": "planning",
+    "PlanStep": "planning",
+    "RunOverlay": "diagrams",
+    "overlay_for": "diagrams",
+    "render": "diagrams",
+    "to_dot": "diagrams",
+    "to_mermaid": "diagrams",
+    "to_png": "diagrams",
+    "to_svg": "diagrams",
+    "SQLiteStore": "store.sqlite",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graphorch' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"graphorch.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "START",

@@ -98,7 +98,7 @@ class ApprovalDesk:
         record = await self._settled(approval_id)
         if record is None:
             prompt = node.prompt(run.state) if callable(node.prompt) else node.prompt
-            context = node.context(run.state) if node.context is not None else {}
+            context: Any = node.context(run.state) if node.context is not None else {}
             now = _now()
             record = ApprovalRecord(
                 approval_id=approval_id,

@@ -17,7 +17,7 @@ __all__ = ["BacktrackInfo", "Context", "ErrorInfo"]
 DepsT = TypeVar("DepsT")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ErrorInfo:
     """Why the run came here along an error edge: ``source`` failed with ``error_type``."""
 
@@ -26,7 +26,7 @@ class ErrorInfo:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BacktrackInfo:
     """Why a node is running again: ``source`` sent the run back, because ``reason``."""
 

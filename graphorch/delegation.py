@@ -9,10 +9,10 @@ unfinished ones are resumed, missing ones are started.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -33,7 +33,7 @@ _holding: contextvars.ContextVar[bool] = contextvars.ContextVar("graphorch_slot"
 
 
 @asynccontextmanager
-async def slot(limiter: anyio.CapacityLimiter | None) -> AsyncIterator[None]:
+async def slot(limiter: anyio.CapacityLimiter | None) -> AsyncGenerator[None]:
     """Hold one of the runtime's concurrency slots (nested work shares its parent's)."""
     if limiter is None or _holding.get():
         yield
@@ -217,7 +217,7 @@ def _join(
     if not fan_out:
         value = outcomes[0].output
     try:
-        changes = node.output(value, run.state)
+        changes: Any = node.output(value, run.state)
     except Exception as exc:
         raise DelegationError(
             f"output= raised {type(exc).__name__}: {exc}", run_id=run.id, node=node.name
@@ -228,4 +228,4 @@ def _join(
             run_id=run.id,
             node=node.name,
         )
-    return dict(changes) if changes is not None else None
+    return dict(cast(Mapping[str, Any], changes)) if changes is not None else None

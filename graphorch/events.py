@@ -11,33 +11,33 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 __all__ = [
-    "RunFailed",
-    "RunNeedsAttention",
-    "ApprovalRefused",
-    "event_from_data",
-    "RunCancelled",
-    "ModelCalled",
     "ApprovalDecided",
-    "Retrying",
-    "RunWaiting",
-    "Event",
-    "ToolCalled",
-    "ErrorRouted",
-    "CustomEvent",
-    "StepFinished",
-    "RunStopped",
-    "RunFinished",
+    "ApprovalRefused",
+    "ApprovalRequested",
     "Backtracked",
-    "RunResumed",
-    "StepStarted",
-    "RunStarted",
     "CallResolved",
     "ChildRunStarted",
-    "ApprovalRequested",
+    "CustomEvent",
+    "ErrorRouted",
+    "Event",
+    "ModelCalled",
+    "Retrying",
+    "RunCancelled",
+    "RunFailed",
+    "RunFinished",
+    "RunNeedsAttention",
+    "RunResumed",
+    "RunStarted",
+    "RunStopped",
+    "RunWaiting",
+    "StepFinished",
+    "StepStarted",
+    "ToolCalled",
+    "event_from_data",
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Event:
     """Base of every run event.
 
@@ -60,7 +60,7 @@ class Event:
         return data
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunStarted(Event):
     """A run was created from its input (or forked from a checkpoint)."""
 
@@ -69,7 +69,7 @@ class RunStarted(Event):
     forked_from: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunResumed(Event):
     """A process took over a run from its last checkpoint."""
 
@@ -77,7 +77,7 @@ class RunResumed(Event):
     checkpoint: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class StepStarted(Event):
     """A node began executing."""
 
@@ -85,7 +85,7 @@ class StepStarted(Event):
     node: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class StepFinished(Event):
     """A node finished; ``changes`` names the fields it changed."""
 
@@ -96,7 +96,7 @@ class StepFinished(Event):
     checkpoint: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Retrying(Event):
     """A node failed an attempt and will be tried again after ``delay`` seconds."""
 
@@ -107,7 +107,7 @@ class Retrying(Event):
     error: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Backtracked(Event):
     """A node sent the run back to an earlier node."""
 
@@ -117,7 +117,7 @@ class Backtracked(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ErrorRouted(Event):
     """A node failed and the run took its error edge instead of failing."""
 
@@ -128,7 +128,7 @@ class ErrorRouted(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunWaiting(Event):
     """The run paused for something outside it (a person's approval)."""
 
@@ -137,7 +137,7 @@ class RunWaiting(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunFinished(Event):
     """The run reached an end node and succeeded."""
 
@@ -146,7 +146,7 @@ class RunFinished(Event):
     output: Any = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunFailed(Event):
     """The run failed; ``reason`` says why and ``node`` where."""
 
@@ -156,7 +156,7 @@ class RunFailed(Event):
     error_type: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunCancelled(Event):
     """The run was cancelled."""
 
@@ -164,7 +164,7 @@ class RunCancelled(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunStopped(Event):
     """This process stopped advancing the run without ending it (lease lost)."""
 
@@ -172,7 +172,7 @@ class RunStopped(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class CustomEvent(Event):
     """An event a node emitted with ``ctx.emit(name, **data)``."""
 
@@ -182,7 +182,7 @@ class CustomEvent(Event):
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolCalled(Event):
     """Audit: a tool call and its outcome.
 
@@ -210,7 +210,7 @@ class ToolCalled(Event):
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class RunNeedsAttention(Event):
     """The run stopped: a call's outcome is unknown after a crash; a person must say."""
 
@@ -221,7 +221,7 @@ class RunNeedsAttention(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class CallResolved(Event):
     """Audit: an operator marked an interrupted call done or failed."""
 
@@ -232,7 +232,7 @@ class CallResolved(Event):
     by: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ApprovalRequested(Event):
     """Audit: the run asks a person to decide."""
 
@@ -246,7 +246,7 @@ class ApprovalRequested(Event):
     expires_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ApprovalDecided(Event):
     """Audit: a person (or the expiry) decided an approval."""
 
@@ -258,7 +258,7 @@ class ApprovalDecided(Event):
     edited: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ApprovalRefused(Event):
     """Audit: someone not allowed to decide tried to."""
 
@@ -268,7 +268,7 @@ class ApprovalRefused(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ChildRunStarted(Event):
     """A delegate node started a child run (``index``: its fan-out item)."""
 
@@ -278,7 +278,7 @@ class ChildRunStarted(Event):
     index: int = 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelCalled(Event):
     """Audit: a model call, its outcome and what it cost."""
 

@@ -47,7 +47,7 @@ DepsT = TypeVar("DepsT")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Edge:
     """A transition from ``source`` to one or more ``targets`` (several run in parallel).
 
@@ -138,7 +138,7 @@ def _names(value: object) -> tuple[frozenset[str], bool]:
     return frozenset[str](), False
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, eq=False)
 class FrozenGraph(Generic[StateT, DepsT]):
     """A validated graph, ready to run. Build one with :meth:`Graph.freeze`.
 

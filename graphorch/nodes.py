@@ -42,7 +42,7 @@ class NodeKind(enum.StrEnum):
     END = "end"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Retry:
     """Retry a failing node with exponential backoff.
 
@@ -65,7 +65,7 @@ class Retry:
         return min(self.max_delay, self.backoff * self.multiplier ** (attempt - 1))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ApprovalOutcome:
     """An edge condition on an approve node's decision: ``when=go.approved``.
 
@@ -95,7 +95,7 @@ expired = ApprovalOutcome("expired")
 """Edge condition: nobody decided before the request expired."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Backtrack:
     """Returned by a node to send the run back to an earlier node.
 
@@ -148,7 +148,7 @@ def _has_signature(fn: Callable[..., Any]) -> bool:
     return True
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Node:
     """What every node kind has.
 
@@ -212,7 +212,7 @@ def _check_fn(node: str, what: str, fn: object, arities: tuple[int, ...]) -> lis
     return []
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class PlanNode(Node):
     """Decides: computes changes or picks a route.
 
@@ -262,7 +262,7 @@ class PlanNode(Node):
         return found + _check_fn(self.name, "its function", self.fn, (1, 2))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ToolNode(Node):
     """Calls registered tools, policed and journaled by the runtime.
 
@@ -305,7 +305,7 @@ class ToolNode(Node):
         return found + _check_fn(self.name, "its function", self.fn, (1, 2))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class DelegateNode(Node):
     """Starts child runs of another graph (one, or one per item) and joins their outputs.
 
@@ -352,7 +352,7 @@ class DelegateNode(Node):
         return found
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ApproveNode(Node):
     """Pauses the run until an allowed person approves, rejects or edits.
 
@@ -389,7 +389,7 @@ class ApproveNode(Node):
         return found + _check_fn(self.name, "context=", self.context, (1,))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class EndNode(Node):
     """Finishes the run; ``output(state[, ctx])`` gives the run's output."""
 

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
+from .diagrams import INSTALL_HINT, RenderError, RunOverlay, to_mermaid, to_svg
 from .exceptions import CheckpointNotFoundError, GraphorchError, InputValidationError
 from .graph import START, FrozenGraph, Graph
-from .render import INSTALL_HINT, RenderError, RunOverlay, to_mermaid, to_svg
 from .types import RunStatus
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ _REPR.maxlevel = 3
 # -- the blocks a display is made of ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Table:
     headers: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
@@ -81,7 +81,7 @@ class _Table:
     empty: str = "(nothing)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Picture:
     graph: GraphLike
     overlay: RunOverlay | None = None
@@ -376,7 +376,7 @@ class _View:
         return _bundle(blocks, repr(self), include, exclude)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, repr=False)
 class TableView(_View):
     """Rows shown as a table (see :func:`table`)."""
 
@@ -425,7 +425,7 @@ def _cell(value: Any) -> str:
     return _fmt(value)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, repr=False)
 class GraphView(_View):
     """A graph with a run's progress drawn on it."""
 
@@ -462,7 +462,7 @@ def _snapshot(state: Any) -> dict[str, Any]:
 _CHANGE_HEADERS = ("field", "before", "after")
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, repr=False)
 class StepView(_View):
     """One step taken by a :class:`Stepper`: what ran, the state change, the graph.
 
@@ -501,7 +501,7 @@ class StepView(_View):
         return f"<StepView run {self.result.run_id} {self._headline()}; changed {changed}>"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, repr=False)
 class RunUntilView(_View):
     """The steps :meth:`Stepper.run_until` took, why it stopped, the overall change."""
 
@@ -533,7 +533,7 @@ class RunUntilView(_View):
         )
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, repr=False)
 class BackView(_View):
     """A step back: the fork the stepper now follows, and the run it left intact."""
 
@@ -564,7 +564,7 @@ class BackView(_View):
         return f"<BackView {self._summary()}; run {self.left_run} left intact>"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, repr=False)
 class HistoryView(_View):
     """The checkpoints that led to the stepper's run, oldest first, across its forks.
 

@@ -26,8 +26,8 @@ from pydantic import BaseModel
 from pydantic_core import to_json, to_jsonable_python
 
 from .approvals import ApprovalDesk, Pause
-from .delegation import slot
 from .context import BacktrackInfo, Context, ErrorInfo
+from .delegation import slot
 from .events import (
     Backtracked,
     CustomEvent,
@@ -45,13 +45,13 @@ from .events import (
 )
 from .exceptions import (
     ApprovalRejectedError,
-    ModelError,
+    BudgetExceededError,
     ChildRunError,
     DelegationError,
-    BudgetExceededError,
     EdgeConditionError,
     LeaseLostError,
     MaxStepsExceededError,
+    ModelError,
     NeedsAttentionError,
     NodeError,
     NodeTimeoutError,
@@ -66,13 +66,13 @@ from .exceptions import (
 from .graph import Edge, FrozenGraph
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.approvals import ApprovalRecord
-from .planning import ModelBox, run_model_plan
 from .store.base import CheckpointWrite, Lease, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
 
 if TYPE_CHECKING:
+    from .planning import ModelBox
     from .runtime import Runtime
 
 __all__ = ["Run", "RunResult", "StepResult"]
@@ -95,7 +95,7 @@ _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StepResult:
     """What one step did.
 
@@ -131,7 +131,7 @@ class StepResult:
         return step_mimebundle(self, include, exclude)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunResult(Generic[StateT]):
     """Where a run stands once :meth:`Run.wait` returns.
 
@@ -176,7 +176,7 @@ class RunResult(Generic[StateT]):
         return self
 
 
-@dataclass(slots=True)
+@dataclass
 class _Outcome:
     node: str
     changes: dict[str, Any] = field(default_factory=lambda: {})
@@ -323,25 +323,31 @@ class Run(Generic[StateT]):
         """
         if self._lease is None or not self.active:
             return await self._drive()
+        result: RunResult[StateT] | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat)
             try:
-                return await self._drive()
+                result = await self._drive()
             finally:
                 tg.cancel_scope.cancel()
+        assert result is not None
+        return result
+
+    def _current_lease(self) -> Lease | None:
+        return self._lease  # read afresh: a step may have released it meanwhile
 
     async def _heartbeat(self) -> None:
         interval = self._rt.lease_ttl / 3
         while self._lease is not None:
             await anyio.sleep(interval)
-            lease = self._lease
+            lease = self._current_lease()
             if lease is None or time.monotonic() - self._lease_renewed < interval:
                 continue
             try:
                 renewed = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
             except LeaseLostError:
                 return  # the next commit is fenced and stops the run quietly
-            if self._lease is not None:
+            if self._lease is not None:  # pyright: ignore[reportUnnecessaryComparison]
                 self._lease = renewed
                 self._lease_renewed = time.monotonic()
 
@@ -568,7 +574,7 @@ class Run(Generic[StateT]):
             emit=self._emit_custom,
             tools=lambda: ToolBox(engine, self, name),
             error=self._error,
-            model=lambda: ModelBox(self, name),
+            model=lambda: _model_box(self, name),
         )
 
     def _emit_custom(self, node: str, name: str, data: dict[str, Any]) -> None:
@@ -598,6 +604,8 @@ class Run(Generic[StateT]):
         if isinstance(node, PlanNode):
             ctx = self._context(node, attempt)
             if node.fn is None:
+                from .planning import run_model_plan  # models load only when a plan asks
+
                 return self._outcome(node, await run_model_plan(self, node, ctx))
             return self._outcome(node, await _invoke(node.fn, self.state, ctx))
         if isinstance(node, ApproveNode):
@@ -973,6 +981,12 @@ class Run(Generic[StateT]):
             lease, self._lease = self._lease, None
             with anyio.CancelScope(shield=True):
                 await self._rt.store.release_lease(lease)
+
+
+def _model_box(run: Run[Any], node: str) -> ModelBox:
+    from .planning import ModelBox  # models load only when a node asks for one
+
+    return ModelBox(run, node)
 
 
 async def invoke_node_fn(run: Run[Any], node: Node, fn: Any, attempt: int) -> Any:

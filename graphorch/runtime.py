@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
@@ -110,8 +110,8 @@ class Runtime:
         self.store: Store = store if store is not None else MemoryStore()
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1  # pyright: ignore[reportUnnecessaryIsInstance]
+            or not isinstance(max_concurrency, int)  # pyright: ignore[reportUnnecessaryIsInstance]
+            or max_concurrency < 1
         ):
             raise DefinitionError("Runtime(max_concurrency=...) must be an int >= 1")
         self.limiter = None if max_concurrency is None else anyio.CapacityLimiter(max_concurrency)
@@ -122,7 +122,7 @@ class Runtime:
         if model is None:
             self.models: dict[str, ChatModel] = {}
         elif isinstance(model, Mapping):
-            self.models = dict(cast(Mapping[str, ChatModel], model))
+            self.models = dict(model)
         else:
             self.models = {model.name: model}
         for name, m in self.models.items():

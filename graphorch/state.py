@@ -28,7 +28,7 @@ __all__ = ["Reducer", "StateSchema", "add", "append", "merge", "reducer"]
 StateT = TypeVar("StateT", bound=BaseModel)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Reducer:
     """How a field combines its current value with a node's update.
 
@@ -77,7 +77,7 @@ merge = Reducer("merge", _merge)
 """Reducer for dict fields: an update's keys overwrite the current dict's."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Replace:
     """A reducer field's whole new value (from a node that returned a new state): it is
     set, not passed through the reducer, which would count the old value twice."""

@@ -20,6 +20,7 @@ import anyio.to_thread
 from pydantic import ValidationError
 from pydantic_core import to_json, to_jsonable_python
 
+from .delegation import slot as hold_slot
 from .events import ToolCalled
 from .exceptions import (
     BudgetExceededError,
@@ -37,8 +38,6 @@ from .exceptions import (
 from .policies import Guardrails, RateLimiter, ToolRequest, budget_problem
 from .store.journal import CallStatus, ToolCallRecord
 from .tools import Tool, ToolContext, ToolRegistry
-
-from .delegation import slot as hold_slot
 
 if TYPE_CHECKING:
     from .nodes import ToolNode
@@ -477,8 +476,9 @@ async def run_tool_node(run: Run[Any], node: ToolNode, attempt: int) -> Any:
     if node.fn is not None:
         return await invoke_node_fn(run, node, node.fn, attempt)
     assert node.tool is not None
+    args: Any
     if node.args is None:
-        args: Mapping[str, Any] = {}
+        args = {}
     elif callable(node.args):
         try:
             args = node.args(run.state)

@@ -107,7 +107,9 @@ async def test_a_child_runs_under_its_own_role() -> None:
     assert isinstance(result.error, go.ChildRunError)
     [child] = await rt.store.list_runs(parent_run=result.run_id)
     assert child.status is go.RunStatus.FAILED and child.error_node == "oops"
-    assert child.reason == "role 'billing' may not call 'deploy_service' (it may call: issue_refund)"
+    assert (
+        child.reason == "role 'billing' may not call 'deploy_service' (it may call: issue_refund)"
+    )
 
 
 def summing(

@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 import graphorch as go
-from graphorch.render import (
+from graphorch.diagrams import (
     RenderError,
     RunOverlay,
     overlay_for,

@@ -195,7 +195,9 @@ async def test_a_denial_is_a_typed_error_the_node_can_handle() -> None:
 
 async def test_read_only_mode_denies_destructive_tools_only() -> None:
     guard = go.Guardrails(read_only={"auditor"})
-    ok = await denied(one_call_graph("search", {"query": "q"}, result="hits", role="auditor"), guard)
+    ok = await denied(
+        one_call_graph("search", {"query": "q"}, result="hits", role="auditor"), guard
+    )
     assert ok.succeeded and ok.state.hits == ["q-0", "q-1", "q-2"]
     bad = await denied(one_call_graph("create_ticket", {"title": "t"}, role="auditor"), guard)
     assert isinstance(bad.error, go.PolicyDeniedError) and bad.error.rule == "read_only"

@@ -182,7 +182,7 @@ def tokenize(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Doc:
     terms: Counter[str]
     length: int

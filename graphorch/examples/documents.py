@@ -11,7 +11,7 @@ from dataclasses import dataclass
 __all__ = ["DOCUMENTS", "Document", "by_id"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Document:
     """One bundled document: an id to cite, a title and its text."""
 

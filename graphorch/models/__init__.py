@@ -41,6 +41,7 @@ def __getattr__(name: str) -> Any:
         return AnthropicModel
     raise AttributeError(f"module 'graphorch.models' has no attribute {name!r}")
 
+
 __all__ = [
     "AnthropicModel",
     "ChatModel",

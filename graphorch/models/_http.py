@@ -54,7 +54,7 @@ def parse_retry_after(headers: _Headers | Mapping[str, str] | None) -> float | N
 _RETRYABLE = (ModelRateLimitError, ModelUnavailableError)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RetryPolicy:
     """How adapters retry HTTP 429 and 5xx (and failed connections).
 

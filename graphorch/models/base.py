@@ -59,7 +59,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One chat message.
 
@@ -104,7 +104,7 @@ class Message:
         return cls("tool", content)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Usage:
     """What a call consumed.
 
@@ -136,7 +136,7 @@ class Usage:
         return cls(input_tokens, output_tokens, cost)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Completion(Generic[V]):
     """A model's answer.
 

@@ -26,7 +26,7 @@ pydantic instance (sent as its JSON), an exception instance (raised), or a calla
 ``(messages, schema) -> any of these`` (sync or async)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ScriptedCall:
     """One call a :class:`ScriptedModel` received.
 

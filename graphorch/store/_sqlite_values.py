@@ -132,7 +132,7 @@ def materialize(conn: sqlite3.Connection, ref: Ref) -> bytes:
     return join_lists(root, [bytes(r[1]) for r in reversed(rows[:-1])])
 
 
-@dataclass(slots=True)
+@dataclass
 class _Meta:
     lvl: int | None
     cnt: int

@@ -28,7 +28,7 @@ class ApprovalStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ApprovalRecord:
     """A request for a person's decision, and (once made) the decision.
 

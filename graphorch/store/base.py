@@ -40,14 +40,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SetField:
     """The field's whole new value, as JSON."""
 
     json: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AppendField:
     """Items appended to a list field: ``items`` is a JSON array of just the new items."""
 
@@ -66,7 +66,7 @@ def apply_append(current: bytes, items: bytes) -> bytes:
     return current[:-1] + b"," + items[1:]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunRecord:
     """One run as stored.
 
@@ -104,7 +104,7 @@ class RunRecord:
     output: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunUpdate:
     """How a run's row changes with a commit (its head follows the checkpoint)."""
 
@@ -114,7 +114,7 @@ class RunUpdate:
     output: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CheckpointWrite:
     """A checkpoint to commit.
 
@@ -144,7 +144,7 @@ class CheckpointWrite:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CheckpointInfo:
     """A checkpoint in a run's history, without its state."""
 
@@ -159,7 +159,7 @@ class CheckpointInfo:
     changed: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StoredCheckpoint:
     """A checkpoint with the whole state: ``state`` maps every field to its JSON."""
 
@@ -168,7 +168,7 @@ class StoredCheckpoint:
     meta: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Lease:
     """Ownership of a run by one process.
 
@@ -183,7 +183,7 @@ class Lease:
     expires_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AuditReport:
     """What :meth:`Store.verify_events` found.
 
@@ -201,7 +201,7 @@ class AuditReport:
     problems: list[str] = field(default_factory=lambda: [])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AuditRow:
     """One event of the audit log as exported (one JSON Lines row).
 

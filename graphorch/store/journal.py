@@ -22,7 +22,7 @@ class CallStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ToolCallRecord:
     """A journaled call.
 

@@ -52,14 +52,14 @@ def _time_key(dt: datetime) -> timedelta:
     return dt - (_EPOCH if dt.utcoffset() is None else _EPOCH_UTC)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Checkpoint:
     info: CheckpointInfo
     state: dict[str, bytes]
     meta: bytes
 
 
-@dataclass(slots=True)
+@dataclass
 class _AuditEntry:
     """An event as the audit log holds it: position, stored JSON, chained hash."""
 
@@ -68,7 +68,7 @@ class _AuditEntry:
     hash: bytes
 
 
-@dataclass(slots=True)
+@dataclass
 class _Run:
     record: RunRecord
     _head: tuple[int, bytes]  # the audit chain's head: event count, last hash

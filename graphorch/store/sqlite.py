@@ -68,7 +68,7 @@ from graphorch.types import CheckpointId, RunId, RunStatus
 __all__ = ["SQLiteStore"]
 
 
-@dataclass(slots=True)
+@dataclass
 class _Fence:
     """A run row's lease and status as the writer last saw them."""
 

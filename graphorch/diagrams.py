@@ -84,7 +84,7 @@ _DELEGATION = "#7E57C2"
 # -- the run overlay ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunOverlay:
     """A run's progress at one checkpoint, to colour onto its graph.
 
@@ -229,7 +229,7 @@ async def overlay_for(
 # -- the structure both writers draw -------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass
 class _Node:
     key: str
     kind: str  # a NodeKind value, "start" or "fork"
@@ -239,7 +239,7 @@ class _Node:
     visited: bool | None = None  # None: no overlay
 
 
-@dataclass(slots=True)
+@dataclass
 class _Link:
     src: str
     dst: str
@@ -250,7 +250,7 @@ class _Link:
     taken: int | None = None  # None: no overlay
 
 
-@dataclass(slots=True)
+@dataclass
 class _Scope:
     label: str
     start: str
@@ -258,7 +258,7 @@ class _Scope:
     clusters: list[_Scope] = field(default_factory=list["_Scope"])
 
 
-@dataclass(slots=True)
+@dataclass
 class _Drawing:
     title: str
     caption: str | None
