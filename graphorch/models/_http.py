@@ -7,7 +7,8 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
 import anyio
 
@@ -186,3 +187,28 @@ def classify_sdk_error(exc: Exception, sdk: Any, *, model: str, where: str) -> M
             retry_after=retry_after,
         )
     return None
+
+
+class SDKModel:
+    """What the SDK-backed adapters share: a client to close, and ``async with``."""
+
+    model: str
+    _client: Any
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r}, base_url={str(self._client.base_url)!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
-from ._http import RetryPolicy, call_with_retries, classify_sdk_error
+from ._http import RetryPolicy, SDKModel, call_with_retries, classify_sdk_error
 from .base import (
     Completion,
     Message,
@@ -67,7 +66,7 @@ def _to_anthropic(messages: Sequence[Message]) -> tuple[str, list[dict[str, str]
     return "\n\n".join(system), turns
 
 
-class AnthropicModel:
+class AnthropicModel(SDKModel):
     """A Claude model behind the Anthropic messages API.
 
     Example:
@@ -116,24 +115,6 @@ class AnthropicModel:
         self._client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
-
-    def __repr__(self) -> str:
-        return f"AnthropicModel({self.model!r}, base_url={str(self._client.base_url)!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @overload
     async def complete(

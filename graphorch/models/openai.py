@@ -14,12 +14,11 @@ The SDK runs on anyio through httpx; graphorch tests it on asyncio and trio.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from pydantic import BaseModel
 
-from ._http import RetryPolicy, call_with_retries, classify_sdk_error
+from ._http import RetryPolicy, SDKModel, call_with_retries, classify_sdk_error
 from .base import (
     Completion,
     Message,
@@ -63,7 +62,7 @@ def _to_openai(messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
     return out
 
 
-class OpenAIModel:
+class OpenAIModel(SDKModel):
     """A model behind the OpenAI chat completions API.
 
     Example:
@@ -117,24 +116,6 @@ class OpenAIModel:
         self._client: openai.AsyncOpenAI = sdk.AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
-
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.model!r}, base_url={str(self._client.base_url)!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @overload
     async def complete(
