@@ -241,3 +241,17 @@ def test_a_completed_model_call_is_replayed_after_a_crash_not_paid_again(tmp_pat
     )
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "paid once"
+
+
+async def test_bad_answers_are_audited_and_model_rate_limits_hold() -> None:
+    model = ScriptedModel(["not json", {"category": "bug", "confidence": 1}] * 3)
+    limit = go.RateLimit(calls=2, per=60, scope="global", max_wait=0)
+    rt = go.Runtime(model=model, guardrails=go.Guardrails(model_rate_limit=limit))
+    first = await rt.start(router(), Ticket())
+    assert (await first.wait()).output == "bug desk"
+    audit = [e for e in await rt.store.list_events(first.id) if isinstance(e, go.ModelCalled)]
+    assert [a.outcome for a in audit] == ["failed", "succeeded"]
+    assert audit[0].error is not None and "ModelOutputError" in audit[0].error
+    second = await (await rt.start(router(), Ticket())).wait()
+    assert isinstance(second.error, go.RateLimitedError)  # a third call in the window
+    assert len(model.calls) == 2
