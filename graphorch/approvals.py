@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json, to_jsonable_python
+
+from graphorch._record import replace
 
 from .events import ApprovalDecided, ApprovalRefused, ApprovalRequested
 from .exceptions import (

@@ -7,8 +7,9 @@ store with the step that produced them, so a run's history can be replayed later
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
+
+from graphorch._record import KwRecord, field
 
 __all__ = [
     "ApprovalDecided",
@@ -37,8 +38,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Event:
+class Event(KwRecord):
     """Base of every run event.
 
     Attributes:
@@ -55,12 +55,11 @@ class Event:
     def to_data(self) -> dict[str, Any]:
         """A JSON-ready dict of this event, with its ``kind``."""
         data: dict[str, Any] = {"kind": self.kind}
-        for name in self.__dataclass_fields__:
+        for name in self.__fields__:
             data[name] = getattr(self, name)
         return data
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunStarted(Event):
     """A run was created from its input (or forked from a checkpoint)."""
 
@@ -69,7 +68,6 @@ class RunStarted(Event):
     forked_from: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunResumed(Event):
     """A process took over a run from its last checkpoint."""
 
@@ -77,7 +75,6 @@ class RunResumed(Event):
     checkpoint: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class StepStarted(Event):
     """A node began executing."""
 
@@ -85,7 +82,6 @@ class StepStarted(Event):
     node: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class StepFinished(Event):
     """A node finished; ``changes`` names the fields it changed."""
 
@@ -96,7 +92,6 @@ class StepFinished(Event):
     checkpoint: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class Retrying(Event):
     """A node failed an attempt and will be tried again after ``delay`` seconds."""
 
@@ -107,7 +102,6 @@ class Retrying(Event):
     error: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class Backtracked(Event):
     """A node sent the run back to an earlier node."""
 
@@ -117,7 +111,6 @@ class Backtracked(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class ErrorRouted(Event):
     """A node failed and the run took its error edge instead of failing."""
 
@@ -128,7 +121,6 @@ class ErrorRouted(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunWaiting(Event):
     """The run paused for something outside it (a person's approval)."""
 
@@ -137,7 +129,6 @@ class RunWaiting(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunFinished(Event):
     """The run reached an end node and succeeded."""
 
@@ -146,7 +137,6 @@ class RunFinished(Event):
     output: Any = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunFailed(Event):
     """The run failed; ``reason`` says why and ``node`` where."""
 
@@ -156,7 +146,6 @@ class RunFailed(Event):
     error_type: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunCancelled(Event):
     """The run was cancelled."""
 
@@ -164,7 +153,6 @@ class RunCancelled(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunStopped(Event):
     """This process stopped advancing the run without ending it (lease lost)."""
 
@@ -172,7 +160,6 @@ class RunStopped(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class CustomEvent(Event):
     """An event a node emitted with ``ctx.emit(name, **data)``."""
 
@@ -182,7 +169,6 @@ class CustomEvent(Event):
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, kw_only=True)
 class ToolCalled(Event):
     """Audit: a tool call and its outcome.
 
@@ -210,7 +196,6 @@ class ToolCalled(Event):
     error: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunNeedsAttention(Event):
     """The run stopped: a call's outcome is unknown after a crash; a person must say."""
 
@@ -221,7 +206,6 @@ class RunNeedsAttention(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class CallResolved(Event):
     """Audit: an operator marked an interrupted call done or failed."""
 
@@ -232,7 +216,6 @@ class CallResolved(Event):
     by: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class ApprovalRequested(Event):
     """Audit: the run asks a person to decide."""
 
@@ -246,7 +229,6 @@ class ApprovalRequested(Event):
     expires_at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class ApprovalDecided(Event):
     """Audit: a person (or the expiry) decided an approval."""
 
@@ -258,7 +240,6 @@ class ApprovalDecided(Event):
     edited: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
 class ApprovalRefused(Event):
     """Audit: someone not allowed to decide tried to."""
 
@@ -268,7 +249,6 @@ class ApprovalRefused(Event):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class ChildRunStarted(Event):
     """A delegate node started a child run (``index``: its fan-out item)."""
 
@@ -278,7 +258,6 @@ class ChildRunStarted(Event):
     index: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
 class ModelCalled(Event):
     """Audit: a model call, its outcome and what it cost."""
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
+from ._record import Record, replace
 from .diagrams import INSTALL_HINT, RenderError, RunOverlay, to_mermaid, to_svg
 from .exceptions import CheckpointNotFoundError, GraphorchError, InputValidationError
 from .graph import START, FrozenGraph, Graph
@@ -116,8 +117,13 @@ def _fields(item: Any) -> dict[str, Any]:
     """A state, an event, a record or a mapping as ``{name: value}``."""
     if isinstance(item, BaseModel):
         return {name: getattr(item, name) for name in type(item).model_fields}
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        row = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+    if isinstance(item, Record) or (dataclasses.is_dataclass(item) and not isinstance(item, type)):
+        names = (
+            item.__fields__
+            if isinstance(item, Record)
+            else tuple(f.name for f in dataclasses.fields(item))
+        )
+        row = {name: getattr(item, name) for name in names}
         kind = getattr(item, "kind", None)  # an event's kind is a class attribute
         return {"kind": kind, **row} if isinstance(kind, str) and "kind" not in row else row
     if isinstance(item, Mapping):
@@ -636,9 +642,9 @@ async def _lineage(
 
 async def _exact_overlay(runtime: Runtime, run_id: str) -> RunOverlay:
     record, chain = await _lineage(runtime, run_id)
-    numbered = [dataclasses.replace(cp, seq=i) for i, (_, cp) in enumerate(chain)]
-    overlay = RunOverlay.from_history(dataclasses.replace(record, forked_from=None), numbered)
-    return dataclasses.replace(overlay, seq=record.seq, head_seq=record.seq)
+    numbered = [replace(cp, seq=i) for i, (_, cp) in enumerate(chain)]
+    overlay = RunOverlay.from_history(replace(record, forked_from=None), numbered)
+    return replace(overlay, seq=record.seq, head_seq=record.seq)
 
 
 class Stepper:

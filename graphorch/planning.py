@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_json
+
+from graphorch._record import replace
 
 from .events import ModelCalled
 from .exceptions import (

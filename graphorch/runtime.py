@@ -15,13 +15,14 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
 from pydantic_core import to_json
+
+from graphorch._record import replace
 
 from .approvals import ApprovalDesk, Authorizer
 from .context import BacktrackInfo, ErrorInfo

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ import anyio
 import anyio.to_thread
 from pydantic import ValidationError
 from pydantic_core import to_json, to_jsonable_python
+
+from graphorch._record import replace
 
 from .delegation import slot as hold_slot
 from .events import ToolCalled

@@ -19,13 +19,13 @@ import hashlib
 import itertools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import anyio
 import pytest
 
+from graphorch._record import replace
 from graphorch.events import (
     ApprovalDecided,
     ApprovalRequested,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 
 import pytest
 from store_conformance import StoreConformance, audit_scene
 
+from graphorch._record import replace
 from graphorch.store.memory import MemoryStore, _AuditEntry, _Run  # pyright: ignore[reportPrivateUsage]
 from graphorch.types import RunId
 

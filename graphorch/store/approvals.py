@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
+from graphorch._record import Record
 from graphorch.exceptions import AlreadyDecidedError, StoreError
 from graphorch.types import RunId
 
@@ -28,8 +28,7 @@ class ApprovalStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True)
-class ApprovalRecord:
+class ApprovalRecord(Record):
     """A request for a person's decision, and (once made) the decision.
 
     Attributes:

@@ -14,10 +14,10 @@ as reads are exact.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from graphorch._record import Record, field
 from graphorch.events import Event
 from graphorch.store.approvals import ApprovalRecord, ApprovalStatus
 from graphorch.store.journal import ToolCallRecord
@@ -40,15 +40,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SetField:
+class SetField(Record):
     """The field's whole new value, as JSON."""
 
     json: bytes
 
 
-@dataclass(frozen=True)
-class AppendField:
+class AppendField(Record):
     """Items appended to a list field: ``items`` is a JSON array of just the new items."""
 
     items: bytes
@@ -66,8 +64,7 @@ def apply_append(current: bytes, items: bytes) -> bytes:
     return current[:-1] + b"," + items[1:]
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Record):
     """One run as stored.
 
     Attributes:
@@ -104,8 +101,7 @@ class RunRecord:
     output: bytes | None = None
 
 
-@dataclass(frozen=True)
-class RunUpdate:
+class RunUpdate(Record):
     """How a run's row changes with a commit (its head follows the checkpoint)."""
 
     status: RunStatus
@@ -114,8 +110,7 @@ class RunUpdate:
     output: bytes | None = None
 
 
-@dataclass(frozen=True)
-class CheckpointWrite:
+class CheckpointWrite(Record):
     """A checkpoint to commit.
 
     Attributes:
@@ -144,8 +139,7 @@ class CheckpointWrite:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class CheckpointInfo:
+class CheckpointInfo(Record):
     """A checkpoint in a run's history, without its state."""
 
     checkpoint_id: CheckpointId
@@ -159,8 +153,7 @@ class CheckpointInfo:
     changed: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class StoredCheckpoint:
+class StoredCheckpoint(Record):
     """A checkpoint with the whole state: ``state`` maps every field to its JSON."""
 
     info: CheckpointInfo
@@ -168,8 +161,7 @@ class StoredCheckpoint:
     meta: bytes
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(Record):
     """Ownership of a run by one process.
 
     Every write made under a lease is fenced by ``epoch``: once another owner took the
@@ -183,8 +175,7 @@ class Lease:
     expires_at: float
 
 
-@dataclass(frozen=True)
-class AuditReport:
+class AuditReport(Record):
     """What :meth:`Store.verify_events` found.
 
     Attributes:
@@ -201,8 +192,7 @@ class AuditReport:
     problems: list[str] = field(default_factory=lambda: [])
 
 
-@dataclass(frozen=True)
-class AuditRow:
+class AuditRow(Record):
     """One event of the audit log as exported (one JSON Lines row).
 
     Attributes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
+from graphorch._record import Record
 from graphorch.exceptions import StoreError
 from graphorch.types import RunId
 
@@ -22,8 +22,7 @@ class CallStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class ToolCallRecord:
+class ToolCallRecord(Record):
     """A journaled call.
 
     Attributes:

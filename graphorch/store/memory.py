@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import anyio.lowlevel
 
+from graphorch._record import replace
 from graphorch.events import CustomEvent, Event
 from graphorch.exceptions import (
     ApprovalNotFoundError,

@@ -1,0 +1,126 @@
+"""Light frozen records: dataclass semantics without generating code per class.
+
+``dataclasses.dataclass`` compiles an ``__init__``, ``__repr__`` and ``__eq__`` for every
+class, which made importing graphorch's ~40 small record types cost tens of
+milliseconds. :class:`Record` gives the same behaviour (keyword or positional
+construction, defaults and default factories, equality, repr, immutability) from one
+generic implementation, and ``dataclass_transform`` tells type checkers so.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform, get_origin
+
+__all__ = ["KwRecord", "Record", "field", "replace"]
+
+_MISSING: Any = object()
+T = TypeVar("T")
+
+
+class _Field:
+    __slots__ = ("default", "default_factory")
+
+    def __init__(self, default: Any, default_factory: Callable[[], Any] | None) -> None:
+        self.default = default
+        self.default_factory = default_factory
+
+
+def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] | None = None) -> Any:
+    """A field's default, or a factory making a fresh default for each record."""
+    return _Field(default, default_factory)
+
+
+def _is_classvar(annotation: object) -> bool:
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return text.startswith(("ClassVar", "typing.ClassVar")) or get_origin(annotation) is ClassVar
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+class Record:
+    """Base of immutable records; subclasses declare fields as annotations."""
+
+    __fields__: ClassVar[tuple[str, ...]] = ()
+    __defaults__: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = list(cls.__fields__)
+        defaults = dict(cls.__defaults__)
+        for name, annotation in inspect.get_annotations(cls).items():
+            if _is_classvar(annotation):
+                continue
+            if name not in names:
+                names.append(name)
+            if name in cls.__dict__:
+                value = cls.__dict__[name]
+                defaults[name] = value
+                if isinstance(value, _Field):
+                    delattr(cls, name)  # the instance attribute will hold the value
+        cls.__fields__ = tuple(names)
+        cls.__defaults__ = defaults
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        fields = self.__fields__
+        if len(args) > len(fields):
+            raise TypeError(f"{type(self).__name__} takes {len(fields)} fields, got {len(args)}")
+        values = dict(zip(fields, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in fields:
+                raise TypeError(f"{type(self).__name__} has no field {name!r}")
+            if name in values:
+                raise TypeError(f"{type(self).__name__} got {name!r} twice")
+            values[name] = value
+        setter = object.__setattr__
+        defaults = self.__defaults__
+        for name in fields:
+            if name in values:
+                setter(self, name, values[name])
+                continue
+            default = defaults.get(name, _MISSING)
+            if default is _MISSING:
+                raise TypeError(f"{type(self).__name__} is missing field {name!r}")
+            if isinstance(default, _Field):
+                if default.default_factory is not None:
+                    setter(self, name, default.default_factory())
+                    continue
+                default = default.default
+            setter(self, name, default)
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new one")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__fields__)
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(getattr(self, n) for n in self.__fields__)))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__fields__)
+        return f"{type(self).__name__}({inner})"
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """A copy of a record (or dataclass) with some fields changed."""
+    if isinstance(obj, Record):
+        values = {n: getattr(obj, n) for n in obj.__fields__}
+        values.update(changes)
+        return type(obj)(**values)
+    import dataclasses
+
+    return cast(T, dataclasses.replace(obj, **changes))  # pyright: ignore[reportArgumentType]
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(field,))
+class KwRecord(Record):
+    """A :class:`Record` whose fields are given by keyword (so defaults may come first)."""
