@@ -282,7 +282,7 @@ async def test_budget_of_cost_stops_the_run_even_if_the_node_catches_it() -> Non
 async def test_rate_limits_hold_across_100_concurrent_runs() -> None:
     starts: list[float] = []
     tools = go.ToolRegistry()
-    limit = go.RateLimit(calls=10, per=0.05, max_wait=10)
+    limit = go.RateLimit(calls=10, per=0.1, max_wait=10)
 
     @tools.tool(rate_limit=limit)
     async def ping() -> int:
@@ -301,9 +301,10 @@ async def test_rate_limits_hold_across_100_concurrent_runs() -> None:
     assert len(starts) == 100
     starts.sort()
     for i in range(len(starts) - limit.calls):
-        # any 11 consecutive calls span more than one window (less the few microseconds
-        # between taking a slot and the tool's first line)
-        assert starts[i + limit.calls] - starts[i] >= limit.per - 1e-3
+        # any 11 consecutive calls span more than one window; the tool notes its start
+        # a little after its slot is taken (more if the OS preempts the process), so
+        # allow a tenth of the window for that
+        assert starts[i + limit.calls] - starts[i] >= limit.per * 0.9
 
 
 async def test_a_global_rate_limit_that_cannot_be_met_in_time_is_a_denial() -> None:
