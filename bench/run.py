@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         "--peers", action=argparse.BooleanOptionalAction, default=True, help="run the peers too"
     )
     args = ap.parse_args(argv)
+    # every workload process may cache bytecode, as users' installs do (the peers' wheels
+    # arrive compiled; an editable graphorch compiles on first import, done below)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-c", "import graphorch.store.sqlite"], check=False)
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
     unknown = [w for w in chosen if w not in WORKLOADS]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from graphorch._record import Record
 
 from .types import RunId
 
@@ -17,8 +18,7 @@ __all__ = ["BacktrackInfo", "Context", "ErrorInfo"]
 DepsT = TypeVar("DepsT")
 
 
-@dataclass(frozen=True)
-class ErrorInfo:
+class ErrorInfo(Record):
     """Why the run came here along an error edge: ``source`` failed with ``error_type``."""
 
     source: str
@@ -26,8 +26,7 @@ class ErrorInfo:
     reason: str
 
 
-@dataclass(frozen=True)
-class BacktrackInfo:
+class BacktrackInfo(Record):
     """Why a node is running again: ``source`` sent the run back, because ``reason``."""
 
     source: str

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextvars
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+
+from graphorch._record import Record
 
 from .approvals import Pause
 from .events import ChildRunStarted
@@ -46,8 +47,7 @@ async def slot(limiter: anyio.CapacityLimiter | None) -> AsyncGenerator[None]:
             _holding.reset(token)
 
 
-@dataclass(frozen=True)
-class ChildOutcome:
+class ChildOutcome(Record):
     """How one child run ended (what ``output=`` functions get with ``on_error="collect"``).
 
     Attributes:

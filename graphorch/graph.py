@@ -7,15 +7,15 @@ structure with networkx and returns a :class:`FrozenGraph`, or raises ONE
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 from pydantic import BaseModel
+
+from graphorch._record import Record
 
 from .exceptions import DefinitionError, GraphDefinitionError
 from .nodes import (
@@ -47,8 +47,7 @@ DepsT = TypeVar("DepsT")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(Record):
     """A transition from ``source`` to one or more ``targets`` (several run in parallel).
 
     Attributes:
@@ -138,8 +137,7 @@ def _names(value: object) -> tuple[frozenset[str], bool]:
     return frozenset[str](), False
 
 
-@dataclass(frozen=True, eq=False)
-class FrozenGraph(Generic[StateT, DepsT]):
+class FrozenGraph(Record, Generic[StateT, DepsT]):
     """A validated graph, ready to run. Build one with :meth:`Graph.freeze`.
 
     Attributes:
@@ -152,6 +150,13 @@ class FrozenGraph(Generic[StateT, DepsT]):
         timeout: the most seconds one run may take, or None.
         fingerprint: a hash of the structure, to recognise the same graph on resume.
     """
+
+    # two graphs (tools) are the same only if they are the same object
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     name: str
     role: str
@@ -692,6 +697,8 @@ class Graph(Generic[StateT, DepsT]):
                 for e in outgoing
             ],
         }
+        import hashlib  # only when freezing: keeps `import graphorch` light
+
         return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
     def _graph_problems(self) -> list[str]:

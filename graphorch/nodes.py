@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from graphorch._record import KwRecord, Record, field
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -42,8 +43,7 @@ class NodeKind(enum.StrEnum):
     END = "end"
 
 
-@dataclass(frozen=True)
-class Retry:
+class Retry(Record):
     """Retry a failing node with exponential backoff.
 
     Attributes:
@@ -65,8 +65,7 @@ class Retry:
         return min(self.max_delay, self.backoff * self.multiplier ** (attempt - 1))
 
 
-@dataclass(frozen=True)
-class ApprovalOutcome:
+class ApprovalOutcome(Record):
     """An edge condition on an approve node's decision: ``when=go.approved``.
 
     Use :data:`approved`, :data:`rejected` or :data:`expired`. An expired request takes
@@ -95,8 +94,7 @@ expired = ApprovalOutcome("expired")
 """Edge condition: nobody decided before the request expired."""
 
 
-@dataclass(frozen=True)
-class Backtrack:
+class Backtrack(Record):
     """Returned by a node to send the run back to an earlier node.
 
     The target must be listed in the node's ``backtrack=`` and have run before in this
@@ -148,8 +146,7 @@ def _has_signature(fn: Callable[..., Any]) -> bool:
     return True
 
 
-@dataclass(frozen=True, kw_only=True)
-class Node:
+class Node(KwRecord):
     """What every node kind has.
 
     Attributes:
@@ -212,7 +209,6 @@ def _check_fn(node: str, what: str, fn: object, arities: tuple[int, ...]) -> lis
     return []
 
 
-@dataclass(frozen=True, kw_only=True)
 class PlanNode(Node):
     """Decides: computes changes or picks a route.
 
@@ -262,7 +258,6 @@ class PlanNode(Node):
         return found + _check_fn(self.name, "its function", self.fn, (1, 2))
 
 
-@dataclass(frozen=True, kw_only=True)
 class ToolNode(Node):
     """Calls registered tools, policed and journaled by the runtime.
 
@@ -305,7 +300,6 @@ class ToolNode(Node):
         return found + _check_fn(self.name, "its function", self.fn, (1, 2))
 
 
-@dataclass(frozen=True, kw_only=True)
 class DelegateNode(Node):
     """Starts child runs of another graph (one, or one per item) and joins their outputs.
 
@@ -352,7 +346,6 @@ class DelegateNode(Node):
         return found
 
 
-@dataclass(frozen=True, kw_only=True)
 class ApproveNode(Node):
     """Pauses the run until an allowed person approves, rejects or edits.
 
@@ -389,7 +382,6 @@ class ApproveNode(Node):
         return found + _check_fn(self.name, "context=", self.context, (1,))
 
 
-@dataclass(frozen=True, kw_only=True)
 class EndNode(Node):
     """Finishes the run; ``output(state[, ctx])`` gives the run's output."""
 

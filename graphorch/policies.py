@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import anyio
+
+from graphorch._record import Record, field
 
 from .exceptions import DefinitionError
 from .tools import RateLimit, Tool
@@ -27,8 +28,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ToolRequest:
+class ToolRequest(Record):
     """A tool call about to happen, as a policy sees it.
 
     Attributes:
@@ -54,8 +54,7 @@ class ToolRequest:
     cost_so_far: float
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     """A policy's verdict on a call: allowed, or denied with a reason.
 
     ``needs_approval`` asks a person instead of denying (read-only mode with routing).
@@ -92,8 +91,7 @@ class Policy(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Budget:
+class Budget(Record):
     """Limits per run; exceeding one stops the run with that reason.
 
     Attributes:
@@ -109,8 +107,7 @@ def _names(value: Iterable[str] | str) -> frozenset[str]:
     return frozenset((value,) if isinstance(value, str) else value)
 
 
-@dataclass(frozen=True)
-class Guardrails:
+class Guardrails(Record):
     """Every check the runtime applies to tool calls.
 
     Attributes:

@@ -25,6 +25,8 @@ import anyio.to_thread
 from pydantic import BaseModel
 from pydantic_core import to_json, to_jsonable_python
 
+from graphorch._record import Record
+
 from .approvals import ApprovalDesk, Pause
 from .context import BacktrackInfo, Context, ErrorInfo
 from .delegation import slot
@@ -95,8 +97,7 @@ _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(Record):
     """What one step did.
 
     Attributes:
@@ -131,8 +132,7 @@ class StepResult:
         return step_mimebundle(self, include, exclude)
 
 
-@dataclass(frozen=True)
-class RunResult(Generic[StateT]):
+class RunResult(Record, Generic[StateT]):
     """Where a run stands once :meth:`Run.wait` returns.
 
     Attributes:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -133,7 +131,7 @@ class Runtime:
                 )
         self.deps = deps
         self.lease_ttl = lease_ttl
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self._graphs: dict[str, FrozenGraph[Any, Any]] = {}
         for g in graphs:
             self.register(g)
@@ -646,7 +644,7 @@ def owner_is_dead(owner: str) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname() or pid == os.getpid():
+    if host != os.uname().nodename or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
+
+from graphorch._record import Record
 
 from .exceptions import (
     ConflictingUpdateError,
@@ -28,8 +29,7 @@ __all__ = ["Reducer", "StateSchema", "add", "append", "merge", "reducer"]
 StateT = TypeVar("StateT", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class Reducer:
+class Reducer(Record):
     """How a field combines its current value with a node's update.
 
     Declare one on a state field with ``Annotated[list[str], go.append]``. Reducers apply
@@ -77,8 +77,7 @@ merge = Reducer("merge", _merge)
 """Reducer for dict fields: an update's keys overwrite the current dict's."""
 
 
-@dataclass(frozen=True)
-class _Replace:
+class _Replace(Record):
     """A reducer field's whole new value (from a node that returned a new state): it is
     set, not passed through the reducer, which would count the old value twice."""
 

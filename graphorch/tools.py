@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from graphorch._record import Record
 
 from .exceptions import DefinitionError
 from .nodes import Retry
@@ -22,8 +23,7 @@ from .nodes import Retry
 __all__ = ["RateLimit", "Tool", "ToolContext", "ToolRegistry"]
 
 
-@dataclass(frozen=True)
-class RateLimit:
+class RateLimit(Record):
     """At most ``calls`` calls per ``per`` seconds.
 
     Callers over the limit wait for a slot (at most ``max_wait`` seconds) rather than
@@ -78,8 +78,7 @@ class ToolContext:
 _NO_RESULT = inspect.Signature.empty
 
 
-@dataclass(frozen=True, eq=False)
-class Tool:
+class Tool(Record):
     """A registered tool. Build with :meth:`ToolRegistry.tool`.
 
     Attributes:
@@ -94,6 +93,13 @@ class Tool:
         rate_limit: calls allowed per period.
         cost: the cost of one call, counted against the run's budget.
     """
+
+    # two graphs (tools) are the same only if they are the same object
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     name: str
     fn: Callable[..., Any]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-import secrets
+import os
 from typing import NewType
 
 __all__ = ["CheckpointId", "RunId", "RunStatus", "new_run_id"]
@@ -17,7 +17,7 @@ CheckpointId = NewType("CheckpointId", str)
 
 def new_run_id() -> RunId:
     """A fresh random run id."""
-    return RunId(secrets.token_hex(8))
+    return RunId(os.urandom(8).hex())
 
 
 def checkpoint_id(run_id: str, seq: int) -> CheckpointId:

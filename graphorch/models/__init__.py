@@ -22,15 +22,19 @@ from .base import (
     Usage,
     validate_output,
 )
-from .scripted import ScriptedCall, ScriptedModel
 
 if TYPE_CHECKING:
     from .anthropic import AnthropicModel
     from .openai import OpenAIModel
+    from .scripted import ScriptedCall, ScriptedModel
 
 
 def __getattr__(name: str) -> Any:
     # the adapters (and their HTTP helpers) load on first use, keeping `import graphorch` fast
+    if name in ("ScriptedModel", "ScriptedCall"):
+        from . import scripted
+
+        return getattr(scripted, name)
     if name == "OpenAIModel":
         from .openai import OpenAIModel
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast, overload, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
+from graphorch._record import Record
 from graphorch.exceptions import (
     DefinitionError,
     MissingDependencyError,
@@ -59,8 +59,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(Record):
     """One chat message.
 
     Adapters map roles to what their provider accepts: ``"tool"`` (a tool's result fed
@@ -104,8 +103,7 @@ class Message:
         return cls("tool", content)
 
 
-@dataclass(frozen=True)
-class Usage:
+class Usage(Record):
     """What a call consumed.
 
     Attributes:
@@ -136,8 +134,7 @@ class Usage:
         return cls(input_tokens, output_tokens, cost)
 
 
-@dataclass(frozen=True)
-class Completion(Generic[V]):
+class Completion(Record, Generic[V]):
     """A model's answer.
 
     Attributes:

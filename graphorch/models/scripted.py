@@ -6,12 +6,12 @@ import inspect
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast, overload
 
 import anyio
 from pydantic import BaseModel
 
+from graphorch._record import Record
 from graphorch.exceptions import DefinitionError
 
 from .base import Completion, Message, ModelError, ModelTimeoutError, Usage, finish
@@ -26,8 +26,7 @@ pydantic instance (sent as its JSON), an exception instance (raised), or a calla
 ``(messages, schema) -> any of these`` (sync or async)."""
 
 
-@dataclass(frozen=True)
-class ScriptedCall:
+class ScriptedCall(Record):
     """One call a :class:`ScriptedModel` received.
 
     Attributes:

@@ -15,7 +15,6 @@ the log (or its last hash) elsewhere to anchor it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from collections.abc import Iterable
@@ -43,12 +42,16 @@ def event_json(event: Event) -> str:
 
 def genesis(run_id: str) -> bytes:
     """The hash a run's chain starts from: it binds the chain to its run."""
-    return hashlib.sha256(b"graphorch-run:" + run_id.encode()).digest()
+    from hashlib import sha256  # loaded with the first run, not with the package
+
+    return sha256(b"graphorch-run:" + run_id.encode()).digest()
 
 
 def link(prev: bytes, data: str) -> bytes:
     """The hash of an event stored as ``data`` after an event hashed ``prev``."""
-    return hashlib.sha256(prev + data.encode()).digest()
+    from hashlib import sha256
+
+    return sha256(prev + data.encode()).digest()
 
 
 def _span(first: int, last: int) -> str:
