@@ -480,8 +480,11 @@ class Run(Generic[StateT]):
 
         async def branch(i: int, name: str) -> None:
             try:
-                async with slot(self._rt.limiter):
+                if self._rt.limiter is None:  # the common case: no slot to take
                     outcomes[i] = await self._run_routed(self.graph.nodes[name])
+                else:
+                    async with slot(self._rt.limiter):
+                        outcomes[i] = await self._run_routed(self.graph.nodes[name])
             except _Stop as stop:
                 errors.append(stop)
                 tg.cancel_scope.cancel()

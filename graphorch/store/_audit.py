@@ -15,9 +15,10 @@ the log (or its last hash) elsewhere to anchor it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from graphorch.events import Event
@@ -40,18 +41,22 @@ def event_json(event: Event) -> str:
         raise StoreError(f"event {event.kind!r} cannot be stored as JSON: {exc}") from None
 
 
+@functools.cache
+def _sha256() -> Callable[[bytes], Any]:
+    """hashlib's sha256, imported with the first run rather than with the package."""
+    from hashlib import sha256
+
+    return sha256
+
+
 def genesis(run_id: str) -> bytes:
     """The hash a run's chain starts from: it binds the chain to its run."""
-    from hashlib import sha256  # loaded with the first run, not with the package
-
-    return sha256(b"graphorch-run:" + run_id.encode()).digest()
+    return _sha256()(b"graphorch-run:" + run_id.encode()).digest()
 
 
 def link(prev: bytes, data: str) -> bytes:
     """The hash of an event stored as ``data`` after an event hashed ``prev``."""
-    from hashlib import sha256
-
-    return sha256(prev + data.encode()).digest()
+    return _sha256()(prev + data.encode()).digest()
 
 
 def _span(first: int, last: int) -> str:
