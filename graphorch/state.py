@@ -119,7 +119,7 @@ class StateSchema(Generic[StateT]):
         adapter = self._adapters.get(name)
         if adapter is None:
             annotation = self.model.model_fields[name].annotation
-            adapter = self._adapters[name] = TypeAdapter(annotation)
+            adapter = self._adapters[name] = TypeAdapter(Any if annotation is None else annotation)
         return adapter
 
     # -- input -----------------------------------------------------------------
