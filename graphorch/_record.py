@@ -32,6 +32,37 @@ def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] | None 
     return _Field(default, default_factory)
 
 
+def _compile_init(cls: type[Record]) -> Callable[..., None]:
+    """A fast ``__init__`` for ``cls``: its fields as parameters, in order."""
+    kw_only = issubclass(cls, KwRecord)
+    params: list[str] = []
+    body: list[str] = ["    _set = _object_setattr"]
+    namespace: dict[str, Any] = {"_object_setattr": object.__setattr__, "_MISSING": _MISSING}
+    for i, name in enumerate(cls.__fields__):
+        default = cls.__defaults__.get(name, _MISSING)
+        if isinstance(default, _Field) and default.default_factory is not None:
+            namespace[f"_factory_{i}"] = default.default_factory
+            params.append(f"{name}=_MISSING")
+            body.append(f"    if {name} is _MISSING: {name} = _factory_{i}()")
+        else:
+            if isinstance(default, _Field):
+                default = default.default
+            namespace[f"_default_{i}"] = default
+            params.append(f"{name}=_default_{i}")
+            if default is _MISSING:
+                message = f"{cls.__name__} is missing field {name!r}"
+                body.append(f"    if {name} is _MISSING: raise TypeError({message!r})")
+        body.append(f"    _set(self, {name!r}, {name})")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    star = "*, " if kw_only and params else ""
+    source = f"def __init__(self, {star}{', '.join(params)}):\n" + "\n".join(body) + "\n"
+    exec(source, namespace)  # our own generated code, as dataclasses does
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
 def _is_classvar(annotation: object) -> bool:
     text = annotation if isinstance(annotation, str) else repr(annotation)
     return text.startswith(("ClassVar", "typing.ClassVar")) or get_origin(annotation) is ClassVar
@@ -60,36 +91,16 @@ class Record:
                     delattr(cls, name)  # the instance attribute will hold the value
         cls.__fields__ = tuple(names)
         cls.__defaults__ = defaults
+        # every class gets its own __init__ entry, so a subclass never runs (and never
+        # compiles over) its parent's: each one compiles its own on first use
+        cls.__init__ = Record.__init__  # type: ignore[method-assign]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        fields = self.__fields__
-        if len(args) > len(fields):
-            raise TypeError(f"{type(self).__name__} takes {len(fields)} fields, got {len(args)}")
-        values = dict(zip(fields, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in fields:
-                raise TypeError(f"{type(self).__name__} has no field {name!r}")
-            if name in values:
-                raise TypeError(f"{type(self).__name__} got {name!r} twice")
-            values[name] = value
-        setter = object.__setattr__
-        defaults = self.__defaults__
-        for name in fields:
-            if name in values:
-                setter(self, name, values[name])
-                continue
-            default = defaults.get(name, _MISSING)
-            if default is _MISSING:
-                raise TypeError(f"{type(self).__name__} is missing field {name!r}")
-            if isinstance(default, _Field):
-                if default.default_factory is not None:
-                    setter(self, name, default.default_factory())
-                    continue
-                default = default.default
-            setter(self, name, default)
-        post_init = getattr(self, "__post_init__", None)
-        if post_init is not None:
-            post_init()
+        # The first record of a class compiles that class's own __init__ (as dataclasses
+        # do, but on first use rather than at import), then every later one uses it.
+        init = _compile_init(type(self))
+        type(self).__init__ = init  # type: ignore[method-assign]
+        init(self, *args, **kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable; build a new one")
