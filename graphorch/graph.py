@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from graphorch._record import Record
 
-from .exceptions import DefinitionError, GraphDefinitionError
+from .exceptions import DefinitionError, EdgeConditionError, GraphDefinitionError
 from .nodes import (
     ApprovalOutcome,
     ApproveNode,
@@ -93,6 +93,35 @@ class Edge(Record):
             return ""
         name = getattr(self.when, "__name__", "condition")
         return "condition" if name == "<lambda>" else name
+
+
+def fire(edges: Iterable[Edge], state: Any, source: str) -> list[str]:
+    """The targets of the edges that fire for ``state``: every conditional edge whose
+    ``when`` holds (in declared order), else the default edge. Error edges and approval
+    outcomes are not considered. Empty when nothing fires.
+
+    Raises:
+        EdgeConditionError: a predicate raised (naming the edge).
+    """
+    targets: list[str] = []
+    default: tuple[str, ...] = ()
+    for edge in edges:
+        if edge.on_error is not None or isinstance(edge.when, ApprovalOutcome):
+            continue
+        if edge.when is None:
+            default = edge.targets
+            continue
+        try:
+            fired = edge.when(state)
+        except Exception as exc:
+            raise EdgeConditionError(
+                f"condition {edge.display_label!r} of edge {source!r} -> "
+                f"{','.join(edge.targets)!r} raised {type(exc).__name__}: {exc}",
+                node=source,
+            ) from exc
+        if fired:
+            targets.extend(edge.targets)
+    return targets or list(default)
 
 
 def _error_types(value: object) -> tuple[type[BaseException], ...] | None:

@@ -65,7 +65,7 @@ from .exceptions import (
     ToolError,
     VisitLimitExceededError,
 )
-from .graph import Edge, FrozenGraph
+from .graph import Edge, FrozenGraph, fire
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.approvals import ApprovalRecord
 from .store.base import CheckpointWrite, Lease, RunUpdate
@@ -662,28 +662,11 @@ class Run(Generic[StateT]):
             by_outcome = self._route_decision(name, edges, approval)
             if by_outcome is not None:
                 return by_outcome
-        targets: list[str] = []
-        default: tuple[str, ...] = ()
-        for edge in edges:
-            if edge.on_error is not None or isinstance(edge.when, ApprovalOutcome):
-                continue
-            if edge.when is None:
-                default = edge.targets
-                continue
-            try:
-                fired = edge.when(state)
-            except Exception as exc:
-                err = EdgeConditionError(
-                    f"condition {edge.display_label!r} of edge {name!r} -> "
-                    f"{','.join(edge.targets)!r} raised {type(exc).__name__}: {exc}",
-                    run_id=self.id,
-                    node=name,
-                )
-                raise _Stop(err) from exc
-            if fired:
-                targets.extend(edge.targets)
-        if not targets:
-            targets.extend(default)
+        try:
+            targets = fire(edges, state, name)
+        except EdgeConditionError as err:
+            err.run_id = self.id
+            raise _Stop(err) from err.__cause__
         if not targets:
             raise _Stop(
                 RunError(

@@ -28,14 +28,13 @@ from .delegation import run_delegate
 from .events import CallResolved, Event, RunResumed, RunStarted
 from .exceptions import (
     DefinitionError,
-    EdgeConditionError,
     IncompatibleGraphError,
     InputValidationError,
     RunError,
     RunLockedError,
     RunNotActiveError,
 )
-from .graph import START, FrozenGraph, Graph
+from .graph import START, FrozenGraph, Graph, fire
 from .models.base import ChatModel
 from .nodes import DelegateNode, Node, ToolNode
 from .policies import Guardrails
@@ -668,27 +667,7 @@ def _checkpoint_ref(at: CheckpointId | str | int) -> CheckpointId | int:
 
 
 def _first_nodes(graph: FrozenGraph[Any, Any], state: Any, run_id: RunId) -> tuple[str, ...]:
-    targets: list[str] = []
-    default: tuple[str, ...] = ()
-    for edge in graph.edges[START]:
-        if edge.on_error is not None:
-            continue
-        if edge.when is None:
-            default = edge.targets
-            continue
-        try:
-            fired = edge.when(state)
-        except Exception as exc:
-            raise EdgeConditionError(
-                f"condition {edge.display_label!r} of edge START -> {','.join(edge.targets)!r} "
-                f"raised {type(exc).__name__}: {exc}",
-                run_id=None,
-                node=START,
-            ) from exc
-        if fired:
-            targets.extend(edge.targets)
-    if not targets:
-        targets.extend(default)
+    targets = fire(graph.edges[START], state, START)
     if not targets:
         raise InputValidationError(
             f"no edge from START matched the input of graph {graph.name!r} and there is no "
