@@ -27,7 +27,6 @@ from .exceptions import (
     DefinitionError,
     ModelError,
     ModelOutputError,
-    RateLimitedError,
     RunError,
 )
 from .models.base import ChatModel, Completion, Message, Usage
@@ -185,23 +184,9 @@ class ModelBox:
 
     async def _rate_limit(self, model: str, key: str) -> None:
         run = self._run
-        guard = run.runtime.guardrails
-        limits = [(("model", model, ""), guard.model_rate_limit)] if guard.model_rate_limit else []
-        limits += [
-            (("all", run.id if limit.scope == "run" else ""), limit) for limit in guard.rate_limits
-        ]
-        for lkey, limit in limits:
-            assert limit is not None
-            if await run.engine.limiter.acquire(lkey, limit) is not None:
-                raise RateLimitedError(
-                    f"rate limit of {limit.calls} calls per {limit.per:g}s had no free slot "
-                    f"within {limit.max_wait:g}s",
-                    tool=f"model:{model}",
-                    rule="rate_limit",
-                    run_id=run.id,
-                    node=self._node,
-                    key=key,
-                )
+        limit = run.runtime.guardrails.model_rate_limit
+        own = (("model", model, ""), limit) if limit is not None else None
+        await run.engine.take_slots(run, self._node, f"model:{model}", key, own)
 
     def _record(
         self,

@@ -39,7 +39,7 @@ from .exceptions import (
 )
 from .policies import Guardrails, RateLimiter, ToolRequest, budget_problem
 from .store.journal import CallStatus, ToolCallRecord
-from .tools import Tool, ToolContext, ToolRegistry
+from .tools import RateLimit, Tool, ToolContext, ToolRegistry
 
 if TYPE_CHECKING:
     from .nodes import ToolNode
@@ -210,29 +210,48 @@ class CallEngine:
         self._audit(run, node, name, key, redacted, "succeeded", "allow", duration)
         return result
 
-    async def _rate_limit(
-        self, run: Run[Any], node: str, tool: Tool, key: str, redacted: Mapping[str, Any]
+    async def take_slots(
+        self,
+        run: Run[Any],
+        node: str,
+        name: str,
+        key: str,
+        own: tuple[tuple[str, ...], RateLimit] | None,
     ) -> None:
-        limits: list[tuple[tuple[str, ...], Any]] = []
-        if tool.rate_limit is not None:
-            scope = tool.rate_limit.scope
-            limits.append((("tool", tool.name, run.id if scope == "run" else ""), tool.rate_limit))
-        for limit in self.guardrails.rate_limits:
-            limits.append((("all", run.id if limit.scope == "run" else ""), limit))
+        """Take a slot under the call's own limit (if any) and every guardrail limit.
+
+        Raises:
+            RateLimitedError: a limit had no free slot within its ``max_wait``.
+        """
+        limits = [own] if own is not None else []
+        limits += [
+            (("all", run.id if limit.scope == "run" else ""), limit)
+            for limit in self.guardrails.rate_limits
+        ]
         for lkey, limit in limits:
-            waited = await self.limiter.acquire(lkey, limit)
-            if waited is not None:
-                err = RateLimitedError(
+            if await self.limiter.acquire(lkey, limit) is not None:
+                raise RateLimitedError(
                     f"rate limit of {limit.calls} calls per {limit.per:g}s "
                     f"({limit.scope}) had no free slot within {limit.max_wait:g}s",
-                    tool=tool.name,
+                    tool=name,
                     rule="rate_limit",
                     run_id=run.id,
                     node=node,
                     key=key,
                 )
-                self._audit(run, node, tool.name, key, redacted, "denied", "rate_limit", error=err)
-                raise err
+
+    async def _rate_limit(
+        self, run: Run[Any], node: str, tool: Tool, key: str, redacted: Mapping[str, Any]
+    ) -> None:
+        own = None
+        if tool.rate_limit is not None:
+            scope_key = run.id if tool.rate_limit.scope == "run" else ""
+            own = (("tool", tool.name, scope_key), tool.rate_limit)
+        try:
+            await self.take_slots(run, node, tool.name, key, own)
+        except RateLimitedError as err:
+            self._audit(run, node, tool.name, key, redacted, "denied", "rate_limit", error=err)
+            raise
 
     async def _execute(
         self, run: Run[Any], node: str, tool: Tool, args: dict[str, Any], key: str
