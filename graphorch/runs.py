@@ -68,7 +68,7 @@ from .exceptions import (
 from .graph import Edge, FrozenGraph, fire
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.approvals import ApprovalRecord
-from .store.base import CheckpointWrite, Lease, RunUpdate
+from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
@@ -265,6 +265,15 @@ class Run(Generic[StateT]):
         self._stepping = False
         self.ledger = ledger if ledger is not None else CallLedger()
         self.publish = self._publish
+        store = runtime.store
+        # Asked of the class: a wrapper that forwards unknown attributes to a pipelined
+        # store must still see every commit go through its own commit_step.
+        pipelined = hasattr(type(store), "submit_step") and isinstance(store, PipelinedStore)
+        self._pipelined = store if pipelined else None
+        # A commit queued by wait() while the next step already runs, and what this
+        # handle looked like before it (restored if that commit fails).
+        self._inflight: PendingCommit | None = None
+        self._before_inflight: tuple[Any, ...] = ()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Jupyter's rich display: the graph with this run's path, and its status."""
@@ -354,12 +363,16 @@ class Run(Generic[StateT]):
     async def _drive(self) -> RunResult[StateT]:
         since_yield = 0
         while self.active:
-            await self.step()
+            await self._guarded_step(pipelined=True)
             since_yield += 1
             if since_yield >= _YIELD_EVERY:
                 # steps that never await would otherwise starve other tasks
                 since_yield = 0
                 await anyio.lowlevel.checkpoint()
+        try:
+            await self._settle()
+        except _Stop as stop:
+            await self._stop(stop, self.next_nodes)
         return self.result()
 
     def result(self) -> RunResult[StateT]:
@@ -391,6 +404,9 @@ class Run(Generic[StateT]):
         Raises:
             RunNotActiveError: the run has stopped or waits for a person.
         """
+        return await self._guarded_step(pipelined=False)
+
+    async def _guarded_step(self, *, pipelined: bool) -> StepResult:
         if self._stepping:
             raise RunNotActiveError(
                 "another task is stepping this run; await its step first", run_id=self.id
@@ -404,11 +420,11 @@ class Run(Generic[StateT]):
             )
         self._stepping = True
         try:
-            return await self._step()
+            return await self._step(pipelined)
         finally:
             self._stepping = False
 
-    async def _step(self) -> StepResult:
+    async def _step(self, pipelined: bool = False) -> StepResult:
         nodes = self.next_nodes
         graph = self.graph
         try:
@@ -424,7 +440,7 @@ class Run(Generic[StateT]):
                     outcomes = [await self._run_routed(graph.nodes[nodes[0]])]
                 else:
                     outcomes = await self._run_parallel(nodes)
-                return await self._commit(nodes, outcomes)
+                return await self._commit(nodes, outcomes, pipelined)
             except _Stop as stop:
                 return await self._stop(stop, nodes)
             finally:
@@ -468,6 +484,7 @@ class Run(Generic[StateT]):
         now = time.monotonic()
         if now - self._lease_renewed < self._rt.lease_ttl / 3:
             return
+        await self._settle()
         try:
             self._lease = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
         except LeaseLostError as err:
@@ -593,6 +610,7 @@ class Run(Generic[StateT]):
         await self._journal([record])
 
     async def _journal(self, records: list[ToolCallRecord]) -> None:
+        await self._settle()  # no call starts before the previous step is durable
         calls = [*self.ledger.unsent, *records]
         self.ledger.unsent = []
         events, self._pending = self._pending, []
@@ -699,7 +717,9 @@ class Run(Generic[StateT]):
             )
         )
 
-    async def _commit(self, nodes: tuple[str, ...], outcomes: Sequence[_Outcome]) -> StepResult:
+    async def _commit(
+        self, nodes: tuple[str, ...], outcomes: Sequence[_Outcome], pipelined: bool = False
+    ) -> StepResult:
         stop_error = self.ledger.stop_error()
         if stop_error is not None:
             raise _Stop(stop_error)
@@ -806,7 +826,10 @@ class Run(Generic[StateT]):
             reason="reached end node " + ended.node if ended else None,
             output=output_json,
         )
-        await self._write(write, update)
+        if pipelined and ended is None and self._pipelined is not None:
+            await self._queue_commit(self._pipelined, write, update)
+        else:
+            await self._write(write, update)
         self.ledger.replay.clear()
         self.state = new_state
         self.seq = seq
@@ -854,6 +877,63 @@ class Run(Generic[StateT]):
         await self._release()
         return StepResult(self.id, nodes, {}, self.next_nodes, self.status, self.steps, None)
 
+    async def _queue_commit(
+        self, store: PipelinedStore, write: CheckpointWrite, update: RunUpdate
+    ) -> None:
+        """Queue the step's commit and let the next step start while it runs.
+
+        The next step's node work overlaps this commit; its own commit, any tool or
+        model call it makes, and every answer to the user wait for this one first,
+        so nothing is acknowledged or sent out before the step it follows is durable.
+        """
+        await self._settle()
+        events, self._pending = self._pending, []
+        calls, self.ledger.unsent = self.ledger.unsent, []
+        self._before_inflight = (
+            self.state,
+            self.seq,
+            self.steps,
+            self.next_nodes,
+            self._backtracked,
+            self._error,
+        )
+        self._inflight = store.submit_step(
+            self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
+        )
+
+    async def _settle(self) -> None:
+        """Wait for a queued commit; if it failed, this handle goes back to before it."""
+        pending = self._inflight
+        if pending is None:
+            return
+        self._inflight = None
+        try:
+            await pending.wait()
+        except BaseException as exc:
+            (
+                self.state,
+                self.seq,
+                self.steps,
+                self.next_nodes,
+                self._backtracked,
+                self._error,
+            ) = self._before_inflight
+            if isinstance(exc, LeaseLostError):
+                raise _Stop(self._lost(exc), RunStatus.RUNNING) from None
+            raise
+
+    def _lost(self, err: LeaseLostError) -> LeaseLostError:
+        """Another process owns the run now: stop quietly, write nothing more."""
+        err.run_id = self.id
+        self.status = RunStatus.RUNNING
+        self.next_nodes = ()
+        self.reason = f"stopped: {err.reason}"
+        self.error = err
+        self._lease = None
+        self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
+        self._pending.clear()
+        return err
+
     async def _write(
         self,
         write: CheckpointWrite | None,
@@ -861,6 +941,7 @@ class Run(Generic[StateT]):
         *,
         approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
+        await self._settle()
         events, self._pending = self._pending, []
         calls, self.ledger.unsent = self.ledger.unsent, []
         scope = self._scope
@@ -890,16 +971,7 @@ class Run(Generic[StateT]):
                         **_calls_kw(calls, approvals),
                     )
         except LeaseLostError as err:
-            # another process owns the run now: stop quietly, write nothing more
-            err.run_id = self.id
-            self.status = RunStatus.RUNNING
-            self.next_nodes = ()
-            self.reason = f"stopped: {err.reason}"
-            self.error = err
-            self._lease = None
-            self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
-            self._pending.clear()
-            raise _Stop(err, RunStatus.RUNNING) from None
+            raise _Stop(self._lost(err), RunStatus.RUNNING) from None
 
     async def _stop(self, stop: _Stop, nodes: tuple[str, ...]) -> StepResult:
         err = stop.error
@@ -963,6 +1035,7 @@ class Run(Generic[StateT]):
         return StepResult(self.id, nodes, {}, (), self.status, self.steps, None, err)
 
     async def _release(self) -> None:
+        await self._settle()
         if self._lease is not None:
             lease, self._lease = self._lease, None
             with anyio.CancelScope(shield=True):

@@ -67,7 +67,7 @@ def translate(exc: BaseException, path: str) -> BaseException:
 class Job(Generic[T]):
     """One unit of work for a worker, with a slot for its outcome."""
 
-    __slots__ = ("error", "event", "fn", "result", "solo", "token")
+    __slots__ = ("done", "error", "event", "fn", "result", "solo", "token")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> None:
         self.fn = fn
@@ -76,6 +76,22 @@ class Job(Generic[T]):
         self.event = anyio.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
+        self.done = False  # set by the worker thread once result/error are final
+
+    async def wait(self) -> T:
+        """The job's result once it ran (its error raised).
+
+        A job already finished costs no wake-up: the caller that overlapped its own
+        work with the job finds ``done`` set and goes on at once.
+        """
+        if not self.done:
+            # Shielded: once queued, a write may commit; the caller must learn its
+            # outcome rather than abandon it half-known. Jobs take milliseconds at most.
+            with anyio.CancelScope(shield=True):
+                await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
 
     def wake(self) -> None:
         """Wake the awaiting task on its own event loop, without waiting for it."""
@@ -162,17 +178,18 @@ class Worker:
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> T:
         """Run ``fn(conn)`` in the worker thread and return its result."""
+        return await self.submit(fn, solo=solo).wait()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> Job[T]:
+        """Queue ``fn(conn)`` and return at once; ``await job.wait()`` for its outcome.
+
+        Jobs run in the order they were submitted.
+        """
         if self._closed:
             raise StoreError("the store is closed")
         job: Job[T] = Job(fn, solo=solo)
         self._queue.put(job)
-        # Shielded: once queued, a write may commit; the caller must learn its outcome
-        # rather than abandon it half-known. Jobs take milliseconds at most.
-        with anyio.CancelScope(shield=True):
-            await job.event.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
+        return job
 
     async def close(self) -> None:
         """Finish queued jobs, close the connection and end the thread."""
@@ -253,6 +270,8 @@ class Worker:
             else:
                 self._run_transaction(conn, batch)
         finally:
+            for job in batch:
+                job.done = True
             _wake_all(batch)
 
     def _run_alone(self, conn: sqlite3.Connection, job: Job[Any]) -> None:

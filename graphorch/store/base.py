@@ -31,6 +31,8 @@ __all__ = [
     "CheckpointWrite",
     "FieldWrite",
     "Lease",
+    "PendingCommit",
+    "PipelinedStore",
     "RunRecord",
     "RunUpdate",
     "SetField",
@@ -208,6 +210,38 @@ class AuditRow(Record):
     event: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+class PendingCommit(Protocol):
+    """A step commit that was queued and may still be running."""
+
+    async def wait(self) -> None:
+        """Return once the commit is durable; raise what :meth:`Store.commit_step` would."""
+        ...
+
+
+@runtime_checkable
+class PipelinedStore(Protocol):
+    """Optional: a store that can queue a commit and let the runtime go on meanwhile.
+
+    The runtime overlaps the next step's work with the queued commit, and waits for
+    it before any later write, tool call or answer to the user. Commits queued by one
+    caller must be applied in the order they were queued.
+    """
+
+    def submit_step(
+        self,
+        lease: Lease | None,
+        checkpoint: CheckpointWrite | None,
+        update: RunUpdate,
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+        calls: Sequence[ToolCallRecord] = (),
+        approvals: Sequence[ApprovalRecord] = (),
+    ) -> PendingCommit:
+        """Queue what :meth:`Store.commit_step` commits, and return at once."""
+        ...
 
 
 @runtime_checkable

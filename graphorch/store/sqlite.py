@@ -44,7 +44,7 @@ from graphorch.store._sqlite_values import (
     encode_time,
     materialize,
 )
-from graphorch.store._sqlite_worker import Worker
+from graphorch.store._sqlite_worker import Job, Worker
 from graphorch.store.approvals import (
     ApprovalRecord,
     ApprovalStatus,
@@ -350,6 +350,23 @@ class SQLiteStore:
         approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         """Commit one step in one transaction, fenced by ``lease``'s epoch."""
+        pending = self.submit_step(
+            lease, checkpoint, update, events, run_id=run_id, calls=calls, approvals=approvals
+        )
+        await pending.wait()
+
+    def submit_step(
+        self,
+        lease: Lease | None,
+        checkpoint: CheckpointWrite | None,
+        update: RunUpdate,
+        events: Sequence[Event],
+        *,
+        run_id: RunId,
+        calls: Sequence[ToolCallRecord] = (),
+        approvals: Sequence[ApprovalRecord] = (),
+    ) -> Job[None]:
+        """Queue :meth:`commit_step`'s transaction and return at once (jobs run in order)."""
         check_calls(run_id, calls)
         if approvals:
             check_approvals(run_id, approvals)
@@ -378,7 +395,7 @@ class SQLiteStore:
             if approvals:
                 approvals_sql.insert(conn, run_id, approvals)
 
-        await self._writer.call(job)
+        return self._writer.submit(job)
 
     def _fenced(self, conn: sqlite3.Connection, lease: Lease | None, run_id: str) -> _Fence:
         """The run's fence, once ``lease`` (if any) is checked to still hold it."""

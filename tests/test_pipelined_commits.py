@@ -1,0 +1,132 @@
+"""wait() overlaps a step's commit with the next step's work; nothing is acknowledged,
+called out or lost before the step it follows is durable."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+import graphorch as go
+
+
+class Counter(BaseModel):
+    n: int = 0
+
+
+def _committed(path: Path, run_id: str) -> int:
+    """The highest checkpoint seq another connection (another process) can read."""
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT max(seq) FROM checkpoints WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    return int(row[0])
+
+
+def _loop(steps: int, work: Any) -> go.Graph[Counter, None]:
+    g: go.Graph[Counter, None] = go.Graph("loop", state=Counter, max_steps=steps + 5)
+    g.plan("work", work)
+    g.end("done")
+    g.edge(go.START, "work")
+    g.edge("work", "work", when=lambda s: s.n < steps)
+    g.edge("work", "done")
+    return g
+
+
+async def test_step_returns_only_once_its_checkpoint_is_readable_elsewhere(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+
+    async def work(state: Counter) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    async with go.SQLiteStore(path) as store:
+        rt = go.Runtime(store)
+        run = await rt.start(_loop(6, work), Counter())
+        while run.active:
+            result = await run.step()
+            assert result.checkpoint is not None
+            assert _committed(path, run.id) == int(result.checkpoint.split(":")[1]) == result.step
+
+
+async def test_wait_commits_every_step_and_each_step_sees_the_previous_one_durable(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.db"
+    seen: list[tuple[int, int]] = []
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def record(n: int) -> int:
+        # a tool call is an effect: the step before it must already be on disk
+        seen.append((n, _committed(path, run_id)))
+        return n
+
+    g: go.Graph[Counter, None] = go.Graph("calls", state=Counter, max_steps=40)
+
+    @g.plan
+    async def plan(state: Counter) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {"n": state.n + 1}
+
+    g.tool("act", tool="record", args=lambda s: {"n": s.n})
+    g.end("done")
+    g.edge(go.START, "plan")
+    g.edge("plan", "act", when=lambda s: s.n <= 10)
+    g.edge("plan", "done")
+    g.edge("act", "plan")
+
+    async with go.SQLiteStore(path) as store:
+        rt = go.Runtime(store, tools=tools)
+        run = await rt.start(g, Counter())
+        run_id = run.id
+        result = await run.wait()
+        assert result.status is go.RunStatus.SUCCEEDED
+        # every step is committed once wait() returns
+        assert _committed(path, run_id) == result.steps
+        history = await rt.history(run_id)
+        assert [c.seq for c in history] == list(range(result.steps + 1))
+    # call k runs in step 2k, right after the plan step 2k-1 that chose it
+    assert [n for n, _ in seen] == list(range(1, 11))
+    for n, durable in seen:
+        assert durable == 2 * n - 1  # that plan step is on disk, and nothing later
+
+
+async def test_a_queued_commit_fenced_out_leaves_the_handle_at_the_last_durable_step(
+    tmp_path: Path,
+) -> None:
+    """Another owner takes the run while a commit is queued: that commit writes nothing,
+    the step after it is dropped, and the handle shows what is stored."""
+    path = tmp_path / "p.db"
+    ran: list[int] = []
+
+    async def work(state: Counter, ctx: go.Context[Any]) -> dict[str, Any]:
+        ran.append(state.n + 1)
+        if state.n + 1 == 3:
+            await ctx.tools.call("mark")  # a call waits until step 2 is durable
+            assert _committed(path, ctx.run_id) == 2
+            # as another process would after taking the run over
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE runs SET lease_epoch = lease_epoch + 1, lease_owner = 'other'")
+        return {"n": state.n + 1}
+
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def mark() -> None:  # pyright: ignore[reportUnusedFunction]
+        return None
+
+    async with go.SQLiteStore(path) as store:
+        rt = go.Runtime(store, tools=tools)
+        run = await rt.start(_loop(8, work), Counter())
+        result = await run.wait()
+        assert result.status is go.RunStatus.RUNNING  # still the other owner's to finish
+        assert result.reason is not None and result.reason.startswith("stopped:")
+        assert isinstance(result.error, go.LeaseLostError)
+        stored = await rt.state_at(run.id)
+        assert stored.n == 2
+        assert result.state.n == 2 and run.state.n == 2
+        assert result.steps == 2
+        assert _committed(path, run.id) == 2
+    # step 4 ran while step 3's commit was queued; it was dropped with it
+    assert ran == [1, 2, 3, 4]
