@@ -268,8 +268,9 @@ class Run(Generic[StateT]):
         store = runtime.store
         # Asked of the class: a wrapper that forwards unknown attributes to a pipelined
         # store must still see every commit go through its own commit_step.
-        pipelined = hasattr(type(store), "submit_step") and isinstance(store, PipelinedStore)
-        self._pipelined = store if pipelined else None
+        self._pipelined: PipelinedStore | None = None
+        if hasattr(type(store), "submit_step") and isinstance(store, PipelinedStore):
+            self._pipelined = store
         # A commit queued by wait() while the next step already runs, and what this
         # handle looked like before it (restored if that commit fails).
         self._inflight: PendingCommit | None = None
