@@ -48,6 +48,8 @@ class Event(KwRecord):
     """
 
     kind: ClassVar[str] = "event"
+    stored: ClassVar[bool] = True
+    """False for events only streamed live, never committed to the audit log."""
     run_id: str
     step: int
     at: float = field(default_factory=time.time)
@@ -76,9 +78,14 @@ class RunResumed(Event):
 
 
 class StepStarted(Event):
-    """A node began executing."""
+    """A node began executing.
+
+    Streamed live only, not stored: it would be committed in the same transaction as
+    the step's :class:`StepFinished`, so the audit log would learn nothing from it.
+    """
 
     kind: ClassVar[str] = "step_started"
+    stored: ClassVar[bool] = False
     node: str
 
 

@@ -13,8 +13,9 @@ import inspect
 import json
 import math
 import time
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
@@ -299,7 +300,8 @@ class Run(Generic[StateT]):
     # -- events ----------------------------------------------------------------
 
     def _publish(self, event: Event) -> None:
-        self._pending.append(event)
+        if event.stored:
+            self._pending.append(event)
         self._history.append(event)
         self._event_count += 1
         if self._listeners:
@@ -362,14 +364,25 @@ class Run(Generic[StateT]):
                 self._lease_renewed = time.monotonic()
 
     async def _drive(self) -> RunResult[StateT]:
-        since_yield = 0
-        while self.active:
-            await self._guarded_step(pipelined=True)
-            since_yield += 1
-            if since_yield >= _YIELD_EVERY:
-                # steps that never await would otherwise starve other tasks
-                since_yield = 0
-                await anyio.lowlevel.checkpoint()
+        if self.active:
+            # One cancel scope for the whole drive rather than one per step: cancel()
+            # and the run's deadline interrupt whichever step is in flight all the same.
+            with anyio.CancelScope(deadline=self._loop_deadline()) as scope:
+                self._scope = scope
+                try:
+                    since_yield = 0
+                    while self.active:
+                        await self._guarded_step(pipelined=True, scope=scope)
+                        since_yield += 1
+                        if since_yield >= _YIELD_EVERY:
+                            # steps that never await would otherwise starve other tasks
+                            since_yield = 0
+                            await anyio.lowlevel.checkpoint()
+                finally:
+                    self._scope = None
+            if scope.cancelled_caught:
+                self._stepping = False
+                await self._interrupted(self.next_nodes)
         try:
             await self._settle()
         except _Stop as stop:
@@ -407,7 +420,9 @@ class Run(Generic[StateT]):
         """
         return await self._guarded_step(pipelined=False)
 
-    async def _guarded_step(self, *, pipelined: bool) -> StepResult:
+    async def _guarded_step(
+        self, *, pipelined: bool, scope: anyio.CancelScope | None = None
+    ) -> StepResult:
         if self._stepping:
             raise RunNotActiveError(
                 "another task is stepping this run; await its step first", run_id=self.id
@@ -421,32 +436,47 @@ class Run(Generic[StateT]):
             )
         self._stepping = True
         try:
-            return await self._step(pipelined)
+            return await self._step(pipelined, scope)
         finally:
             self._stepping = False
 
-    async def _step(self, pipelined: bool = False) -> StepResult:
+    def _loop_deadline(self) -> float:
+        if self.timeout is None:
+            return math.inf
+        return _to_loop_deadline(self._started + self.timeout)
+
+    async def _step(
+        self, pipelined: bool = False, scope: anyio.CancelScope | None = None
+    ) -> StepResult:
+        """One step; inside ``scope`` if the caller holds one for many steps."""
         nodes = self.next_nodes
-        graph = self.graph
         try:
             self._check_limits(nodes)
             await self._renew_lease()
         except _Stop as stop:
             return await self._stop(stop, nodes)
-        deadline = math.inf if self.timeout is None else self._started + self.timeout
-        with anyio.CancelScope(deadline=_to_loop_deadline(deadline)) as scope:
-            self._scope = scope
+        if scope is not None:
+            return await self._step_nodes(nodes, pipelined)
+        with anyio.CancelScope(deadline=self._loop_deadline()) as own:
+            self._scope = own
             try:
-                if len(nodes) == 1:
-                    outcomes = [await self._run_routed(graph.nodes[nodes[0]])]
-                else:
-                    outcomes = await self._run_parallel(nodes)
-                return await self._commit(nodes, outcomes, pipelined)
-            except _Stop as stop:
-                return await self._stop(stop, nodes)
+                return await self._step_nodes(nodes, pipelined)
             finally:
                 self._scope = None
-        # reached only when the scope was cancelled: by cancel() or the run deadline
+        return await self._interrupted(nodes)
+
+    async def _step_nodes(self, nodes: tuple[str, ...], pipelined: bool) -> StepResult:
+        try:
+            if len(nodes) == 1:
+                outcomes = [await self._run_routed(self.graph.nodes[nodes[0]])]
+            else:
+                outcomes = await self._run_parallel(nodes)
+            return await self._commit(nodes, outcomes, pipelined)
+        except _Stop as stop:
+            return await self._stop(stop, nodes)
+
+    async def _interrupted(self, nodes: tuple[str, ...]) -> StepResult:
+        """After the step's scope was cancelled: by cancel() or the run deadline."""
         if self._cancel_reason is not None:  # pragma: no branch
             await self._finish_cancelled()
             return self._stopped_result(nodes, RunCancelledError(self.reason or "", run_id=self.id))
@@ -624,12 +654,13 @@ class Run(Generic[StateT]):
 
     async def _call_node(self, node: Node, attempt: int) -> _Outcome:
         if isinstance(node, PlanNode):
-            ctx = self._context(node, attempt)
             if node.fn is None:
                 from .planning import run_model_plan  # models load only when a plan asks
 
+                ctx = self._context(node, attempt)
                 return self._outcome(node, await run_model_plan(self, node, ctx))
-            return self._outcome(node, await _invoke(node.fn, self.state, ctx))
+            make = functools.partial(self._context, node, attempt)
+            return self._outcome(node, await _invoke(node.fn, self.state, make))
         if isinstance(node, ApproveNode):
             changes, outcome = await self._rt.desk.run_node(self, node)
             normalized = self.graph.schema.normalize(self.state, changes, node=node.name)
@@ -809,7 +840,7 @@ class Run(Generic[StateT]):
             )
         if ended is not None:
             self._publish(RunFinished(run_id=self.id, step=steps, node=ended.node, output=output))
-        meta = _meta(steps, self.visits, backtrack_info, self.ledger, error_info)
+        meta = _meta(steps, self._tracked_visits(), backtrack_info, self.ledger, error_info)
         write = CheckpointWrite(
             checkpoint_id=cp_id,
             run_id=self.id,
@@ -844,6 +875,16 @@ class Run(Generic[StateT]):
             self.output = output
             await self._release()
         return StepResult(self.id, nodes, changed, next_tuple, status, steps, cp_id)
+
+    def _tracked_visits(self) -> dict[str, int]:
+        """The visit counts a resumed run needs: of nodes with a ``max_visits`` limit
+        or that a node may backtrack to. Storing every node's count made each
+        checkpoint grow with the graph's size."""
+        tracked = _tracked_nodes(self.graph)
+        if not tracked:
+            return {}
+        visits = self.visits
+        return {name: visits[name] for name in tracked if name in visits}
 
     @property
     def runtime(self) -> Runtime:
@@ -1043,6 +1084,25 @@ class Run(Generic[StateT]):
                 await self._rt.store.release_lease(lease)
 
 
+_TRACKED: weakref.WeakKeyDictionary[FrozenGraph[Any, Any], tuple[str, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _tracked_nodes(graph: FrozenGraph[Any, Any]) -> tuple[str, ...]:
+    """Nodes whose visit counts matter after a resume (limits, backtrack targets)."""
+    tracked = _TRACKED.get(graph)
+    if tracked is None:
+        names: dict[str, None] = {}
+        for name, node in graph.nodes.items():
+            if node.max_visits is not None:
+                names[name] = None
+            for target in node.backtrack:
+                names[target] = None
+        tracked = _TRACKED[graph] = tuple(names)
+    return tracked
+
+
 def _model_box(run: Run[Any], node: str) -> ModelBox:
     from .planning import ModelBox  # models load only when a node asks for one
 
@@ -1051,7 +1111,8 @@ def _model_box(run: Run[Any], node: str) -> ModelBox:
 
 async def invoke_node_fn(run: Run[Any], node: Node, fn: Any, attempt: int) -> Any:
     """Call a node's user function with the run's state and a fresh Context."""
-    return await _invoke(fn, run.state, run._context(node, attempt))  # pyright: ignore[reportPrivateUsage]
+    make = functools.partial(run._context, node, attempt)  # pyright: ignore[reportPrivateUsage]
+    return await _invoke(fn, run.state, make)
 
 
 @functools.cache
@@ -1060,13 +1121,19 @@ def _calling(fn: Any) -> tuple[bool, bool]:
     return _arity(fn) != 1, _is_async(fn)
 
 
-async def _invoke(fn: Any, state: Any, ctx: Context[Any]) -> Any:
-    """Call a user function with (state) or (state, ctx); sync ones run in a thread."""
+async def _invoke(fn: Any, state: Any, ctx: Context[Any] | Callable[[], Context[Any]]) -> Any:
+    """Call a user function with (state) or (state, ctx); sync ones run in a thread.
+
+    ``ctx`` may be a factory: most node functions take only the state, and building
+    a context they never see is a measurable part of a step.
+    """
     try:
         with_ctx, is_async = _calling(fn)
     except TypeError:  # unhashable callable: work it out each time
         with_ctx, is_async = _arity(fn) != 1, _is_async(fn)
-    args = (state, ctx) if with_ctx else (state,)
+    args: tuple[Any, ...] = (state,)
+    if with_ctx:
+        args = (state, ctx if isinstance(ctx, Context) else ctx())
     if is_async:
         return await fn(*args)
     result = await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
