@@ -1133,7 +1133,8 @@ async def _invoke(fn: Any, state: Any, ctx: Context[Any] | Callable[[], Context[
         with_ctx, is_async = _arity(fn) != 1, _is_async(fn)
     args: tuple[Any, ...] = (state,)
     if with_ctx:
-        args = (state, ctx if isinstance(ctx, Context) else ctx())
+        made: Context[Any] = ctx if isinstance(ctx, Context) else ctx()  # pyright: ignore[reportUnknownVariableType]
+        args = (state, made)
     if is_async:
         return await fn(*args)
     result = await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
