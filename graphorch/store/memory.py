@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio.lowlevel
 
@@ -53,11 +54,34 @@ def _time_key(dt: datetime) -> timedelta:
     return dt - (_EPOCH if dt.utcoffset() is None else _EPOCH_UTC)
 
 
-@dataclass
 class _Checkpoint:
-    info: CheckpointInfo
-    state: dict[str, bytes]
-    meta: bytes
+    """A stored checkpoint; its :class:`CheckpointInfo` is built when first read."""
+
+    __slots__ = ("_info", "meta", "state", "write")
+
+    def __init__(self, write: CheckpointWrite, state: dict[str, bytes]) -> None:
+        self.write = write
+        self.state = state
+        self.meta = write.meta
+        self._info: CheckpointInfo | None = None
+
+    @property
+    def info(self) -> CheckpointInfo:
+        info = self._info
+        if info is None:
+            w = self.write
+            info = self._info = CheckpointInfo(
+                checkpoint_id=w.checkpoint_id,
+                run_id=w.run_id,
+                seq=w.seq,
+                parent=w.parent,
+                nodes=w.nodes,
+                next_nodes=w.next_nodes,
+                status=w.status,
+                created_at=w.created_at,
+                changed=tuple(w.writes),
+            )
+        return info
 
 
 @dataclass
@@ -71,7 +95,7 @@ class _AuditEntry:
 
 @dataclass
 class _Run:
-    record: RunRecord
+    _record: RunRecord
     _head: tuple[int, bytes]  # the audit chain's head: event count, last hash
     checkpoints: list[_Checkpoint] = field(default_factory=lambda: [])
     events: list[Event] = field(default_factory=lambda: [])
@@ -80,6 +104,26 @@ class _Run:
     calls: dict[str, ToolCallRecord] = field(default_factory=lambda: {})
     lease: Lease | None = None
     epoch: int = 0
+    _changes: dict[str, Any] = field(default_factory=lambda: {})
+
+    # A step changes the run record's head and status; rebuilding the record at every
+    # step cost more than the rest of an in-memory commit, so changes wait for a read.
+    @property
+    def record(self) -> RunRecord:
+        """The run's record, with every change made so far."""
+        if self._changes:
+            self._record = replace(self._record, **self._changes)
+            self._changes = {}
+        return self._record
+
+    @record.setter
+    def record(self, value: RunRecord) -> None:
+        self._record = value
+        self._changes = {}
+
+    def update(self, **changes: Any) -> None:
+        """Change record fields (applied on the next read of :attr:`record`)."""
+        self._changes.update(changes)
 
     # Hashing every event as it is written costs more than the rest of an in-memory
     # step; the chain is built when someone reads it (verify, export), same result.
@@ -161,18 +205,7 @@ class MemoryStore:
                 state[name] = apply_append(state.get(name, b"[]"), change.items)
             else:
                 state[name] = change.json
-        info = CheckpointInfo(
-            checkpoint_id=write.checkpoint_id,
-            run_id=write.run_id,
-            seq=write.seq,
-            parent=write.parent,
-            nodes=write.nodes,
-            next_nodes=write.next_nodes,
-            status=write.status,
-            created_at=write.created_at,
-            changed=tuple(write.writes),
-        )
-        return _Checkpoint(info, state, write.meta)
+        return _Checkpoint(write, state)
 
     async def create_run(
         self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
@@ -202,13 +235,11 @@ class MemoryStore:
         self._check_calls(run_id, calls)
         if approvals:
             self._check_approvals(run_id, approvals)
-        record = entry.record
         if checkpoint is not None:
             cp = self._materialize(checkpoint)
             entry.checkpoints.append(cp)
             self._by_checkpoint[checkpoint.checkpoint_id] = cp
-            entry.record = replace(
-                record,
+            entry.update(
                 head=checkpoint.checkpoint_id,
                 seq=checkpoint.seq,
                 next_nodes=checkpoint.next_nodes,
@@ -219,8 +250,7 @@ class MemoryStore:
                 updated_at=checkpoint.created_at,
             )
         else:
-            entry.record = replace(
-                record,
+            entry.update(
                 status=update.status,
                 reason=update.reason,
                 error_node=update.error_node,
