@@ -114,6 +114,14 @@ class StateSchema(Generic[StateT]):
                 if isinstance(meta, Reducer):
                     self.reducers[name] = meta
         self._adapters: dict[str, TypeAdapter[Any]] = {}
+        # Validating only the changed fields (as pydantic's validate_assignment does)
+        # instead of the whole state makes a step's cost independent of the state's
+        # size. Models with model validators see the whole state, as they expect;
+        # frozen models refuse assignment.
+        decorators = model.__pydantic_decorators__
+        self._per_field = not decorators.model_validators and not model.model_config.get(
+            "frozen", False
+        )
 
     def _adapter(self, name: str) -> TypeAdapter[Any]:
         adapter = self._adapters.get(name)
@@ -259,9 +267,14 @@ class StateSchema(Generic[StateT]):
                     writers.setdefault(name, node)
         if not merged:
             return state, {}
-        values = {**state.__dict__, **merged}
         try:
-            new_state = self.model.model_validate(values)
+            if self._per_field:
+                new_state = state.model_copy()
+                assign = self.model.__pydantic_validator__.validate_assignment
+                for name, value in merged.items():
+                    assign(new_state, name, value)
+            else:
+                new_state = self.model.model_validate({**state.__dict__, **merged})
         except ValidationError as err:
             field = _first_loc(err)
             culprit = self._culprit(branches, field)

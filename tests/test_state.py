@@ -7,7 +7,7 @@ import threading
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 import graphorch as go
 from graphorch.state import StateSchema
@@ -284,3 +284,61 @@ def test_append_from_an_empty_list_is_an_append() -> None:
     old = S()
     new, changed = schema.apply(old, [("n", {"log": ["first"]})])
     assert schema.writes(old, new, changed) == {"log": AppendField(b'["first"]')}
+
+
+class Guarded(BaseModel):
+    """Field validators run on each change; a model validator sees the whole state."""
+
+    low: int = 0
+    high: int = 10
+    docs: dict[str, str] = {}
+
+    @field_validator("low")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("low must not be negative")
+        return v
+
+
+class Ordered(Guarded):
+    @model_validator(mode="after")
+    def _ordered(self) -> Ordered:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    a: int = 0
+    b: str = ""
+
+
+def test_a_change_runs_the_field_validators_of_the_changed_field() -> None:
+    guarded = StateSchema(Guarded)
+    st = Guarded(docs={"d": "x" * 10})
+    after, changed = guarded.apply(st, [("n", {"low": "3"})])
+    assert after.low == 3 and changed == {"low": 3}
+    assert after.docs is st.docs  # an unchanged field is carried over, not rebuilt
+    with pytest.raises(go.StateUpdateError, match="low must not be negative") as info:
+        guarded.apply(st, [("n", {"low": -1})])
+    assert info.value.field == "low" and info.value.node == "n"
+    assert st == Guarded(docs={"d": "x" * 10})
+
+
+def test_a_model_validator_sees_the_whole_state_after_a_change() -> None:
+    ordered = StateSchema(Ordered)
+    st = Ordered(low=1, high=5)
+    assert ordered.apply(st, [("n", {"low": 4})])[0].low == 4
+    with pytest.raises(go.StateUpdateError, match="low must not exceed high"):
+        ordered.apply(st, [("n", {"low": 6})])
+    assert st == Ordered(low=1, high=5)
+
+
+def test_frozen_states_step_too() -> None:
+    frozen = StateSchema(Frozen)
+    st = Frozen(a=1)
+    after, changed = frozen.apply(st, [("n", {"a": 2, "b": "x"})])
+    assert after == Frozen(a=2, b="x") and changed == {"a": 2, "b": "x"}
+    assert st == Frozen(a=1)
