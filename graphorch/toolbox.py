@@ -188,7 +188,11 @@ class CallEngine:
             started_at=_now(),
             cost=tool.cost,
         )
-        await run.journal_started(started)
+        if not tool.idempotent:
+            # Durable before the effect: a crash mid-call must leave a trace, so a
+            # resumed run asks a person instead of repeating it. An idempotent call
+            # cut short is simply made again, so it needs no mark (and no round trip).
+            await run.journal_started(started)
         try:
             # the slot is taken right before the call, so calls (not marks) obey the limit
             await self._rate_limit(run, node, tool, key, redacted)

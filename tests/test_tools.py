@@ -384,3 +384,43 @@ async def test_a_retried_node_replays_calls_it_already_made() -> None:
     result = await (await go.Runtime(tools=registry(effects)).start(g, Desk())).wait()
     assert result.output == "T-4"
     assert len(effects) == 1
+
+
+async def test_only_calls_that_must_not_repeat_are_journaled_before_they_run() -> None:
+    """A non-idempotent call is marked started (durably) before its effect; an
+    idempotent one needs no mark: cut short by a crash, it is simply made again."""
+    store = go.MemoryStore()
+    seen: dict[str, list[str]] = {}
+    tools = go.ToolRegistry()
+
+    async def journal_now(name: str) -> None:
+        calls = await store.list_calls(run_id)
+        seen[name] = [f"{c.tool}:{c.status.value}" for c in calls]
+
+    @tools.tool
+    async def charge() -> str:  # pyright: ignore[reportUnusedFunction]
+        await journal_now("charge")
+        return "charged"
+
+    @tools.tool(idempotent=True)
+    async def lookup() -> str:  # pyright: ignore[reportUnusedFunction]
+        await journal_now("lookup")
+        return "found"
+
+    g: go.Graph[Desk, None] = go.Graph("calls", state=Desk)
+
+    @g.plan
+    async def work(s: Desk, ctx: go.Context[None]) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {"hits": [await ctx.tools.call("lookup"), await ctx.tools.call("charge")]}
+
+    g.end("done")
+    g.edge(go.START, "work").edge("work", "done")
+    rt = go.Runtime(store, tools=tools)
+    run = await rt.start(g, Desk())
+    run_id = run.id
+    result = await run.wait()
+    assert result.state.hits == ["found", "charged"]
+    assert seen["lookup"] == []
+    assert "charge:started" in seen["charge"]
+    final = {c.tool: c.status.value for c in await store.list_calls(run_id)}
+    assert final == {"lookup": "succeeded", "charge": "succeeded"}
