@@ -269,7 +269,7 @@ class StateSchema(Generic[StateT]):
             return state, {}
         try:
             if self._per_field:
-                new_state = state.model_copy()
+                new_state = _shallow_copy(state)
                 assign = self.model.__pydantic_validator__.validate_assignment
                 for name, value in merged.items():
                     assign(new_state, name, value)
@@ -341,3 +341,20 @@ class StateSchema(Generic[StateT]):
                 f"resume with the graph version that wrote it",
                 errors=[str(e["loc"]) for e in err.errors()],
             ) from None
+
+
+_set = object.__setattr__
+
+
+def _shallow_copy(state: StateT) -> StateT:
+    """``state.model_copy()`` without its per-attribute ``copy.copy`` calls (a step's
+    hot path): the same new containers, the same field values."""
+    cls = type(state)
+    new = cls.__new__(cls)
+    _set(new, "__dict__", dict(state.__dict__))
+    _set(new, "__pydantic_fields_set__", set(state.__pydantic_fields_set__))
+    extra = state.__pydantic_extra__
+    _set(new, "__pydantic_extra__", None if extra is None else dict(extra))
+    private = state.__pydantic_private__
+    _set(new, "__pydantic_private__", None if private is None else dict(private))
+    return new

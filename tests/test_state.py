@@ -7,7 +7,7 @@ import threading
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
 
 import graphorch as go
 from graphorch.state import StateSchema
@@ -342,3 +342,20 @@ def test_frozen_states_step_too() -> None:
     after, changed = frozen.apply(st, [("n", {"a": 2, "b": "x"})])
     assert after == Frozen(a=2, b="x") and changed == {"a": 2, "b": "x"}
     assert st == Frozen(a=1)
+
+
+class Roomy(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    a: int = 0
+    _cache: dict[str, int] = PrivateAttr(default_factory=dict)
+
+
+def test_a_change_keeps_extra_fields_and_private_attributes() -> None:
+    roomy = StateSchema(Roomy)
+    st = Roomy(a=1, note="kept")  # pyright: ignore[reportCallIssue]
+    st._cache["k"] = 1  # pyright: ignore[reportPrivateUsage]
+    after, _ = roomy.apply(st, [("n", {"a": 2})])
+    assert after.a == 2 and after.model_extra == {"note": "kept"}
+    assert after._cache == {"k": 1}  # pyright: ignore[reportPrivateUsage]
+    assert after.model_fields_set == {"a", "note"}
+    assert st.a == 1 and after.model_extra is not st.model_extra
