@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 
 import graphorch as go
 from graphorch.exceptions import GraphorchError
+from graphorch.graph import freeze_unchecked
 from graphorch.nodes import DelegateNode
 
 __all__ = ["CliError", "Target", "builtin_targets", "load_target", "lookup", "remember"]
@@ -91,16 +92,22 @@ def _children(graph: go.FrozenGraph[Any, Any]) -> dict[str, go.FrozenGraph[Any, 
         current = todo.pop()
         for node in current.nodes.values():
             if isinstance(node, DelegateNode):
-                child = node.graph.freeze()
+                # checked along with the root when it was, else when a run needs it
+                child = freeze_unchecked(node.graph)
                 if child.name not in found and child.name != graph.name:
                     found[child.name] = child
                     todo.append(child)
     return found
 
 
-def load_target(spec: str) -> Target:
+def load_target(spec: str, *, check: bool = True) -> Target:
     """Import ``module:attribute`` (the attribute may be dotted, or a function
     returning a graph) and freeze the graph.
+
+    Args:
+        check: validate the whole structure now. Without, only the definition checks
+            run; the runtime does the rest when a run starts, and a resumed run whose
+            graph is unchanged skips them (and the slow import of networkx).
 
     Raises:
         CliError: malformed spec, a module that does not import, a missing attribute,
@@ -143,7 +150,10 @@ def load_target(spec: str) -> Target:
             "point MODULE:GRAPH at a go.Graph object",
         )
     graph = cast("go.Graph[Any, Any] | go.FrozenGraph[Any, Any]", value)
-    frozen: go.FrozenGraph[Any, Any] = graph.freeze() if isinstance(graph, go.Graph) else graph
+    if isinstance(graph, go.FrozenGraph):
+        frozen: go.FrozenGraph[Any, Any] = graph
+    else:
+        frozen = graph.freeze() if check else freeze_unchecked(graph)
     roles_of = getattr(module, "roles_of", None)
     return Target(
         spec=spec,
@@ -170,7 +180,7 @@ def builtin_targets() -> dict[str, str]:
 
     found: dict[str, str] = {}
     for spec in EXAMPLES.values():
-        target = load_target(spec)
+        target = load_target(spec, check=False)  # only their names are needed
         found[target.graph.name] = spec
         module = spec.split(":")[0]
         for name in target.children:

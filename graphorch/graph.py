@@ -3,12 +3,17 @@
 A :class:`Graph` collects nodes and edges. :meth:`Graph.freeze` validates the whole
 structure with networkx and returns a :class:`FrozenGraph`, or raises ONE
 :class:`~graphorch.GraphDefinitionError` listing every problem found.
+
+The runtime freezes in two halves (:func:`freeze_unchecked`, then
+:func:`check_structure`), so that resuming a run whose stored fingerprint matches the
+graph skips the structural checks, and the import of networkx they need.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
@@ -177,7 +182,8 @@ class FrozenGraph(Record, Generic[StateT, DepsT]):
         edges: each node's outgoing edges in declared order (``START`` included).
         max_steps: the most steps one run may take, or None.
         timeout: the most seconds one run may take, or None.
-        fingerprint: a hash of the structure, to recognise the same graph on resume.
+        fingerprint: a hash of the structure, limits, tools, approvers and delegated
+            graphs, to recognise the same graph on resume.
     """
 
     # two graphs (tools) are the same only if they are the same object
@@ -217,6 +223,11 @@ class FrozenGraph(Record, Generic[StateT, DepsT]):
     def to_networkx(self) -> nx.DiGraph[str]:
         """The structure as a networkx DiGraph (backtrack routes included)."""
         return _digraph(self.nodes, self.edges)
+
+
+# The frozen graphs whose structure passed the networkx checks, or was proven to have by
+# a run's stored fingerprint. Kept beside the immutable records rather than in them.
+_CHECKED: weakref.WeakSet[FrozenGraph[Any, Any]] = weakref.WeakSet()
 
 
 def _digraph(nodes: Mapping[str, Node], edges: Mapping[str, Iterable[Edge]]) -> nx.DiGraph[str]:
@@ -688,17 +699,45 @@ class Graph(Generic[StateT, DepsT]):
         Raises:
             GraphDefinitionError: listing every problem, with node names.
         """
-        if self._frozen is not None:
-            return self._frozen
+        frozen = self._frozen
+        if frozen is not None and frozen in _CHECKED:
+            return frozen
         self._freezing = True
         try:
-            problems = list(self._problems) + self._validate()
+            problems = list(self._problems) + self._validate(structure=True)
         finally:
             self._freezing = False
         if problems:
             raise GraphDefinitionError(self.name, problems)
+        # a form frozen before without the structural checks passed them now: keep it
+        frozen = self._frozen if self._frozen is not None else self._build()
+        _CHECKED.add(frozen)
+        self._frozen = frozen
+        return frozen
+
+    def _freeze_unchecked(self) -> FrozenGraph[StateT, DepsT]:
+        """The frozen form after only the checks that need no networkx (the cheap ones).
+
+        The structural checks (reachability, stopping rules, approvals) are left to
+        :func:`check_structure`, or skipped by :func:`trust_structure` when a run's
+        stored fingerprint proves they passed. A graph with any problem gets the full
+        :meth:`freeze`, so its error still lists every problem.
+        """
+        if self._frozen is not None:
+            return self._frozen
+        self._freezing = True
+        try:
+            problems = list(self._problems) + self._validate(structure=False)
+        finally:
+            self._freezing = False
+        if problems:
+            return self.freeze()  # raises, listing every problem
+        self._frozen = self._build()
+        return self._frozen
+
+    def _build(self) -> FrozenGraph[StateT, DepsT]:
         edges = {k: tuple(v) for k, v in self._edges.items()}
-        self._frozen = FrozenGraph(
+        return FrozenGraph(
             name=self.name,
             role=self.role,
             schema=self.schema,
@@ -710,25 +749,40 @@ class Graph(Generic[StateT, DepsT]):
             source=self,
             approval_required=frozenset(self._approval_required),
         )
-        return self._frozen
 
-    def _fingerprint(self) -> str:
+    def _fingerprint(self, _seen: frozenset[int] = frozenset()) -> str:
+        # Everything the structural checks depend on is in here (a resumed run whose
+        # fingerprint matches skips them), and everything else that changes how a run
+        # goes: limits, the tools a node calls, who approves, delegated graphs.
+        seen = _seen | {id(self)}
+        nodes: list[list[Any]] = []
+        for name, node in self._nodes.items():
+            entry: list[Any] = [name, node.kind.value, list(node.backtrack), node.max_visits]
+            if isinstance(node, ToolNode):
+                entry += [node.tool, list(node.uses)]
+            elif isinstance(node, ApproveNode):
+                entry += [sorted(node.approvers), sorted(node.roles)]
+            elif isinstance(node, DelegateNode):
+                child = node.graph
+                # a graph delegating back to one being fingerprinted is named, not expanded
+                entry.append(
+                    ["cycle", child.name] if id(child) in seen else child._fingerprint(seen)
+                )
+            nodes.append(entry)
         doc = {
             "graph": self.name,
+            "role": self.role,
             "state": list(self.schema.fields),
-            "nodes": [
-                [n, node.kind.value, list(node.backtrack)] for n, node in self._nodes.items()
-            ],
+            "max_steps": self.max_steps,
+            "nodes": nodes,
             "approval_required": sorted(self._approval_required),
             "edges": [
-                [source, list(e.targets), e.is_default, e.is_error]
+                [source, list(e.targets), e.is_default, e.is_error, *_condition(e)]
                 for source, outgoing in self._edges.items()
                 for e in outgoing
             ],
         }
-        import hashlib  # only when freezing: keeps `import graphorch` light
-
-        return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+        return _hash(doc)
 
     def _graph_problems(self) -> list[str]:
         found: list[str] = []
@@ -740,15 +794,14 @@ class Graph(Generic[StateT, DepsT]):
             found.append(f"timeout= must be a positive number of seconds, got {self.timeout!r}")
         return found
 
-    def _validate(self) -> list[str]:
-        import networkx as nx
-
+    def _validate(self, *, structure: bool) -> list[str]:
+        """The graph's problems; with ``structure``, the networkx checks' too."""
         found = self._graph_problems()
         nodes = self._nodes
         fields = set(self.schema.fields)
         for node in nodes.values():
             found += node.problems()
-            found += self._field_problems(node, fields)
+            found += self._field_problems(node, fields, structure=structure)
             for target in node.backtrack:
                 if isinstance(target, str) and target not in nodes:  # pyright: ignore[reportUnnecessaryIsInstance]
                     found.append(f"node {node.name!r}: backtrack= names unknown node {target!r}")
@@ -789,13 +842,26 @@ class Graph(Generic[StateT, DepsT]):
             node = nodes.get(source)
             if isinstance(node, EndNode) and outgoing:
                 found.append(f"end node {source!r} has outgoing edges; an end node ends the run")
-        dead_ends = {
+        for name in self._dead_ends():
+            found.append(f"node {name!r} has no outgoing edge and is not an end node")
+        return found + self._structure_problems() if structure else found
+
+    def _dead_ends(self) -> set[str]:
+        return {
             name
-            for name, node in nodes.items()
+            for name, node in self._nodes.items()
             if not isinstance(node, EndNode) and not self._edges.get(name)
         }
-        for name in dead_ends:
-            found.append(f"node {name!r} has no outgoing edge and is not an end node")
+
+    def _structure_problems(self) -> list[str]:
+        """The checks over the whole structure, with networkx: reachability, ends,
+        approvals and stopping rules (slow to import, so skipped when trusted)."""
+        import networkx as nx
+
+        found: list[str] = []
+        nodes = self._nodes
+        known = set(nodes) | {START}
+        dead_ends = self._dead_ends()
         g = _digraph(nodes, {k: v for k, v in self._edges.items() if k in known})
         g.remove_nodes_from([n for n in list(g.nodes) if n not in known])
         g.remove_edges_from(list(g.in_edges(START)))
@@ -871,7 +937,7 @@ class Graph(Generic[StateT, DepsT]):
             for tool, path in sorted(self.unapproved_calls().items())
         ]
 
-    def _field_problems(self, node: Node, fields: set[str]) -> list[str]:
+    def _field_problems(self, node: Node, fields: set[str], *, structure: bool) -> list[str]:
         named: list[tuple[str, object]] = []
         found: list[str] = []
         if isinstance(node, ToolNode):
@@ -882,7 +948,10 @@ class Graph(Generic[StateT, DepsT]):
             # A graph delegating to itself (directly or not) is checked where freezing began.
             if isinstance(child, Graph) and not child._freezing:  # pyright: ignore[reportUnnecessaryIsInstance]
                 try:
-                    child.freeze()
+                    if structure:
+                        child.freeze()
+                    else:
+                        child._freeze_unchecked()  # pyright: ignore[reportPrivateUsage]
                 except GraphDefinitionError as err:
                     found += [
                         f"node {node.name!r}: delegated graph {child.name!r} is invalid: {p}"
@@ -896,3 +965,89 @@ class Graph(Generic[StateT, DepsT]):
             for what, value in named
             if isinstance(value, str) and value not in fields
         ]
+
+
+def _condition(edge: Edge) -> list[Any]:
+    """What of an edge's condition the fingerprint covers: an approval outcome and the
+    error types (a predicate's own code is not: it may be edited between processes)."""
+    outcome = edge.when.outcome if isinstance(edge.when, ApprovalOutcome) else None
+    # no module: a script's own types live in __main__ there, in its module under the CLI
+    errors = [t.__qualname__ for t in edge.on_error or ()]
+    return [outcome, errors]
+
+
+def _hash(doc: object) -> str:
+    import hashlib  # only when freezing: keeps `import graphorch` light
+
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+
+def freeze_unchecked(graph: Graph[StateT, DepsT]) -> FrozenGraph[StateT, DepsT]:
+    """The runtime's freeze: every check but the structural ones, which wait for
+    :func:`check_structure` (a new run) or :func:`trust_structure` (a resumed one).
+
+    Raises:
+        GraphDefinitionError: listing every problem, as :meth:`Graph.freeze` does.
+    """
+    return graph._freeze_unchecked()  # pyright: ignore[reportPrivateUsage]
+
+
+def check_structure(frozen: FrozenGraph[Any, Any]) -> None:
+    """Run the structural checks on a graph frozen without them (once per graph).
+
+    Raises:
+        GraphDefinitionError: listing every problem, as :meth:`Graph.freeze` does.
+    """
+    if frozen in _CHECKED:
+        return
+    source = frozen.source
+    if source._frozen is frozen:  # pyright: ignore[reportPrivateUsage]
+        source.freeze()  # validates and marks this very object
+        return
+    # The graph changed after this form was frozen: check the form, not the graph.
+    copy: Graph[Any, Any] = Graph(
+        frozen.name,
+        state=frozen.state,
+        role=frozen.role,
+        max_steps=frozen.max_steps,
+        timeout=frozen.timeout,
+    )
+    copy._nodes = dict(frozen.nodes)  # pyright: ignore[reportPrivateUsage]
+    copy._edges = {k: list(v) for k, v in frozen.edges.items()}  # pyright: ignore[reportPrivateUsage]
+    copy._approval_required = set(frozen.approval_required)  # pyright: ignore[reportPrivateUsage]
+    copy.freeze()
+    _CHECKED.add(frozen)
+
+
+def trust_structure(frozen: FrozenGraph[Any, Any]) -> None:
+    """Skip the structural checks of a graph (and the graphs it delegates to) whose
+    fingerprint equals a stored run's: that run's start proved the same structure."""
+    todo = [frozen]
+    while todo:
+        current = todo.pop()
+        if current in _CHECKED:
+            continue
+        _CHECKED.add(current)
+        for node in current.nodes.values():
+            if isinstance(node, DelegateNode):
+                todo.append(freeze_unchecked(node.graph))
+
+
+def legacy_fingerprint(frozen: FrozenGraph[Any, Any]) -> str:
+    """The fingerprint graphorch stored before it covered limits, tools, approvers and
+    delegated graphs, so runs started by an older version can still be resumed."""
+    return _hash(
+        {
+            "graph": frozen.name,
+            "state": list(frozen.schema.fields),
+            "nodes": [
+                [n, node.kind.value, list(node.backtrack)] for n, node in frozen.nodes.items()
+            ],
+            "approval_required": sorted(frozen.approval_required),
+            "edges": [
+                [source, list(e.targets), e.is_default, e.is_error]
+                for source, outgoing in frozen.edges.items()
+                for e in outgoing
+            ],
+        }
+    )

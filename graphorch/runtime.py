@@ -34,7 +34,16 @@ from .exceptions import (
     RunLockedError,
     RunNotActiveError,
 )
-from .graph import START, FrozenGraph, Graph, fire
+from .graph import (
+    START,
+    FrozenGraph,
+    Graph,
+    check_structure,
+    fire,
+    freeze_unchecked,
+    legacy_fingerprint,
+    trust_structure,
+)
 from .models.base import ChatModel
 from .nodes import DelegateNode, Node, ToolNode
 from .policies import Guardrails
@@ -67,7 +76,8 @@ def _frozen(graph: GraphLike) -> FrozenGraph[Any, Any]:
     if isinstance(graph, FrozenGraph):
         return graph
     if isinstance(graph, Graph):  # pyright: ignore[reportUnnecessaryIsInstance]
-        return graph.freeze()
+        # the structural checks wait for a run: start checks, resume may trust
+        return freeze_unchecked(graph)
     raise DefinitionError(f"expected a graphorch Graph, got {type(graph).__name__}")
 
 
@@ -136,7 +146,15 @@ class Runtime:
             self.register(g)
 
     def register(self, graph: GraphLike) -> FrozenGraph[Any, Any]:
-        """Make a graph known by name, so its runs can be resumed without passing it."""
+        """Make a graph known by name, so its runs can be resumed without passing it.
+
+        Checks its definition; the checks over its whole structure (reachability,
+        stopping rules, approvals) run when a run of it starts, or when a run resumes
+        with a graph whose fingerprint differs from the one the run started with.
+
+        Raises:
+            GraphDefinitionError: listing every problem.
+        """
         frozen = _frozen(graph)
         self._graphs[frozen.name] = frozen
         return frozen
@@ -201,6 +219,7 @@ class Runtime:
             InputValidationError: ``input`` does not fit the state schema.
         """
         frozen = self.register(graph)
+        check_structure(frozen)
         schema = frozen.schema
         state = schema.validate_input(input)
         writes = schema.dump_all(state)
@@ -286,7 +305,13 @@ class Runtime:
             if parent.status is RunStatus.WAITING and parent.graph in self._graphs:
                 return await self.resume(parent.run_id, deps=deps)
         frozen = self._graph_for(record, graph)
-        if record.graph_fingerprint != frozen.fingerprint and not allow_graph_change:
+        if record.graph_fingerprint == frozen.fingerprint:
+            # the run's start checked this very structure: no need to again
+            trust_structure(frozen)
+        elif allow_graph_change or record.graph_fingerprint == legacy_fingerprint(frozen):
+            # a changed graph (or one only an older graphorch fingerprinted) is checked
+            check_structure(frozen)
+        else:
             raise IncompatibleGraphError(
                 f"graph {frozen.name!r} changed shape since run {record.run_id} started "
                 f"(nodes or edges differ); resume with the original graph, or pass "
@@ -353,6 +378,10 @@ class Runtime:
         """
         source = await self.store.get_run(RunId(run_id))
         frozen = self._graph_for(source, graph)
+        if source.graph_fingerprint == frozen.fingerprint:
+            trust_structure(frozen)  # the source run's start checked this structure
+        else:
+            check_structure(frozen)
         stored = await self.store.get_checkpoint(source.run_id, _checkpoint_ref(at))
         if not stored.info.next_nodes:
             raise RunNotActiveError(
