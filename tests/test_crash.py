@@ -33,7 +33,8 @@ def committed_steps(db: Path, run_id: str) -> int:
     """Steps committed so far, read with plain sqlite3 (the max checkpoint seq)."""
     with sqlite3.connect(db) as conn:
         row = conn.execute(
-            "SELECT MAX(seq) FROM checkpoints WHERE run_id = ?", (run_id,)
+            "SELECT MAX(seq) FROM checkpoints WHERE rk = (SELECT rk FROM runs WHERE run_id = ?)",
+            (run_id,),
         ).fetchone()
     return int(row[0] or 0)
 
@@ -85,7 +86,8 @@ def run_scenario(tmp_path: Path, kills: list[str]) -> None:
         seqs = [
             r[0]
             for r in conn.execute(
-                "SELECT seq FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+                "SELECT seq FROM checkpoints WHERE rk = (SELECT rk FROM runs WHERE run_id = ?) ORDER BY seq",
+                (run_id,),
             )
         ]
         status, output = conn.execute(

@@ -20,7 +20,8 @@ def _committed(path: Path, run_id: str) -> int:
     """The highest checkpoint seq another connection (another process) can read."""
     with sqlite3.connect(path) as conn:
         row = conn.execute(
-            "SELECT max(seq) FROM checkpoints WHERE run_id = ?", (run_id,)
+            "SELECT max(seq) FROM checkpoints WHERE rk = (SELECT rk FROM runs WHERE run_id = ?)",
+            (run_id,),
         ).fetchone()
     return int(row[0])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from store_conformance import (
     step,
     tool_event,
 )
+from store_v3_fixture import describe
 
 from graphorch.exceptions import DatabaseError, LeaseLostError, RunLockedError
 from graphorch.store import _sqlite_approvals  # pyright: ignore[reportPrivateUsage]
@@ -42,6 +44,8 @@ from graphorch.store.sqlite import SQLiteStore
 from graphorch.types import RunId, RunStatus
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+R1 = "rk = (SELECT rk FROM runs WHERE run_id = 'r1')"  # run r1's rows (by its integer key)
 
 
 class TestSQLiteConformance(StoreConformance):
@@ -205,43 +209,42 @@ def tamper(path: Path, *sql: str) -> None:
     ("sql", "expected"),
     [
         (  # (a) an event's content edited
-            [
-                "UPDATE events SET data = replace(data, '\"a\"', '\"b\"') WHERE run_id = 'r1' AND n = 3"
-            ],
+            [f"UPDATE events SET data = replace(data, '\"a\"', '\"b\"') WHERE {R1} AND n = 3"],
             ["run 'r1', position 3: edited"],
         ),
         (  # (a') edited, and its hash recomputed by someone who knows the formula
             [
                 "UPDATE events SET data = replace(data, '\"a\"', '\"b\"'), hash = zeroblob(32)"
-                " WHERE run_id = 'r1' AND n = 3"
+                f" WHERE {R1} AND n = 3"
             ],
             ["run 'r1', position 3: edited", "run 'r1', position 4: edited"],
         ),
         (  # (b) a row deleted from the middle
-            ["DELETE FROM events WHERE run_id = 'r1' AND n = 4"],
+            [f"DELETE FROM events WHERE {R1} AND n = 4"],
             ["run 'r1', position 4: deleted"],
         ),
         (  # (c) the last row deleted
-            ["DELETE FROM events WHERE run_id = 'r1' AND n = 8"],
+            [f"DELETE FROM events WHERE {R1} AND n = 8"],
             ["run 'r1', position 8: deleted"],
         ),
         (  # (c') the last rows deleted
-            ["DELETE FROM events WHERE run_id = 'r1' AND n >= 6"],
+            [f"DELETE FROM events WHERE {R1} AND n >= 6"],
             ["run 'r1', positions 6-8: deleted"],
         ),
         (  # (d) a forged row appended
             [
-                "INSERT INTO events (run_id, n, data, hash) SELECT run_id, 9,"
+                "INSERT INTO events (rk, n, data, hash) SELECT rk, 9,"
                 " replace(data, 'step_started', 'forged'), hash FROM events"
-                " WHERE run_id = 'r1' AND n = 7"
+                f" WHERE {R1} AND n = 7"
             ],
             ["run 'r1', position 9: inserted"],
         ),
         (  # (d') a forged row slipped in: the tail renumbered to make room
             [
-                "UPDATE events SET n = -n WHERE run_id = 'r1' AND n >= 5",
-                "UPDATE events SET n = 1 - n WHERE run_id = 'r1' AND n <= -5",
-                "INSERT INTO events (run_id, n, data, hash) VALUES ('r1', 5, '{}', zeroblob(32))",
+                f"UPDATE events SET n = -n WHERE {R1} AND n >= 5",
+                f"UPDATE events SET n = 1 - n WHERE {R1} AND n <= -5",
+                "INSERT INTO events (rk, n, data, hash) VALUES"
+                " ((SELECT rk FROM runs WHERE run_id = 'r1'), 5, '{}', zeroblob(32))",
             ],
             [
                 "run 'r1', position 5: edited",
@@ -250,7 +253,7 @@ def tamper(path: Path, *sql: str) -> None:
             ],
         ),
         (  # the chain head itself removed
-            ["DELETE FROM event_chains WHERE run_id = 'r1'"],
+            [f"DELETE FROM event_chains WHERE {R1}"],
             ["run 'r1': chain head missing"],
         ),
     ],
@@ -297,7 +300,7 @@ async def test_a_deleted_tail_stays_a_gap_after_more_writes(tmp_path: Path) -> N
     path = tmp_path / "gap.db"
     store = SQLiteStore(path)
     await audit_scene(store)
-    tamper(path, "DELETE FROM events WHERE run_id = 'r1' AND n >= 7")
+    tamper(path, f"DELETE FROM events WHERE {R1} AND n >= 7")
     await step(store, "r1", 5, {"n": SetField(b"5")})  # continues after the recorded head
     report = await store.verify_events()
     assert report.problems == [
@@ -490,11 +493,15 @@ async def test_listing_100k_runs_uses_indexes(tmp_path: Path) -> None:
             for i in range(100_000)
         ),
     )
-    conn.executemany(
-        "INSERT INTO checkpoints (run_id, seq, parent, nodes, next_nodes, status, changed,"
-        " fields, meta, created_us, created_off) VALUES (?, 0, NULL, '[]', '[\"a\"]', "
-        "'running', '[]', '{}', x'', ?, 0)",
-        ((f"b{i:06d}", base_us + i) for i in range(100_000)),
+    conn.execute(
+        "INSERT INTO shapes (nodes, next_nodes, status, changed)"
+        " VALUES ('[]', '[\"a\"]', 'running', '[]')"
+    )
+    shape = conn.execute("SELECT max(id) FROM shapes").fetchone()[0]
+    conn.execute(
+        "INSERT INTO checkpoints (rk, seq, parent, shape, fields, meta, created_us, created_off)"
+        " SELECT rk, 0, NULL, ?, '{}', x'', created_us, 0 FROM runs WHERE run_id LIKE 'b%'",
+        (shape,),
     )
     conn.commit()
     cases: list[tuple[dict[str, Any], str]] = [
@@ -528,58 +535,86 @@ def schema(path: Path) -> list[tuple[str, str]]:
     return [(str(n), str(q)) for n, q in rows]
 
 
+def old_file(tmp_path: Path, version: int) -> Path:
+    """A copy of the version 3 file an older graphorch wrote (tests/data), taken back
+    to ``version`` by dropping the tables later versions added."""
+    path = tmp_path / f"v{version}.db"
+    path.write_bytes((DATA / "store_v3.db").read_bytes())
+    drops = {1: ["approvals", "tool_calls", "event_chains"], 2: ["approvals"], 3: []}[version]
+    tamper(path, *(f"DROP TABLE {t}" for t in drops), f"PRAGMA user_version = {version}")
+    return path
+
+
+def expected_v3() -> dict[str, Any]:
+    """What the graphorch that wrote tests/data/store_v3.db read back from it."""
+    return json.loads((DATA / "store_v3.json").read_text())
+
+
+async def test_version_3_file_is_upgraded_and_keeps_everything(tmp_path: Path) -> None:
+    """A file written by graphorch before schema version 4 (compact rows) is migrated
+    in place on open: everything reads back as the old graphorch read it, the audit
+    chains verify, and the file then has exactly the schema a new file gets."""
+    path = old_file(tmp_path, 3)
+    fresh_path = tmp_path / "fresh.db"
+    fresh = SQLiteStore(fresh_path)
+    await new_run(fresh, "x")
+    await fresh.close()
+    store = SQLiteStore(path)
+    assert await describe(store) == expected_v3()
+    assert schema(path) == schema(fresh_path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'old_%'"
+        ).fetchone() == (0,)
+    conn.close()
+    # It goes on: the chains continue, calls and approvals work, a fork still loads.
+    lease = await store.acquire_lease(RunId("long"), "beta", 60, steal_from="alpha")
+    started = call("long", 40)
+    await store.journal(lease, [started], [tool_event(started, "started")], run_id=RunId("long"))
+    done = settle(started, CallStatus.SUCCEEDED)
+    await step(store, "long", 41, {"log": AppendField(b'["x"]')}, lease=lease, calls=[done])
+    assert (await store.list_calls(RunId("long")))[-1] == done
+    asked = (await store.list_approvals(status=ApprovalStatus.PENDING))[0]
+    win = decided(asked)
+    await store.decide_approval(win, [decided_event(win)])
+    assert (await store.get_checkpoint(RunId("fork"))).state["n"] == b"-1"
+    assert (await store.verify_events()).ok
+    await store.close()
+    tamper(path, f"DELETE FROM events WHERE {R1} AND n = 8")
+    again = SQLiteStore(path)
+    assert (await again.verify_events()).problems == [
+        "run 'r1', position 8: deleted (the chain head records 9 events; the log ends "
+        "at position 7)"
+    ]
+    await again.close()
+
+
 async def test_version_1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
     """A file written before the journal existed: schema version 1, no tool_calls or
     chain heads. Opening it migrates it in place; its runs, events and chains stay."""
-    path = tmp_path / "old.db"
-    store = SQLiteStore(path)
-    await new_run(store, "r1")
-    await new_run(store, "quiet", events=[])
-    lease = await store.acquire_lease(RunId("r1"), "alpha", 60)
-    for seq in range(1, 6):
-        await step(store, "r1", seq, {"items": AppendField(f"[{seq}]".encode())}, lease=lease)
-    await store.release_lease(lease)
-    before = {name: await snapshot(store, name) for name in ("r1", "quiet")}
-    rows_before = await store.audit_rows(RunId("r1"))
-    await store.close()
-    fresh = schema(path)
-    # Take the file back to what version 1 wrote: the same tables, minus version 2's
-    # and 3's.
-    tamper(
-        path,
-        "DROP TABLE approvals",
-        "DROP TABLE tool_calls",
-        "DROP TABLE event_chains",
-        "PRAGMA user_version = 1",
-    )
-    assert SCHEMA_VERSION == 3
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-    conn.close()
-
+    path = old_file(tmp_path, 1)
     again = SQLiteStore(path)
-    assert {name: await snapshot(again, name) for name in ("r1", "quiet")} == before
-    assert await again.audit_rows(RunId("r1")) == rows_before
+    got = await describe(again)
+    for name, want in expected_v3().items():
+        if name != "verify":
+            assert {k: v for k, v in got[name].items() if k not in ("calls", "approvals")} == {
+                k: v for k, v in want.items() if k not in ("calls", "approvals")
+            }
+            assert got[name]["calls"] == got[name]["approvals"] == []
     report = await again.verify_events()
-    assert report.ok and report.checked == 11
-    assert schema(path) == fresh  # exactly the schema a new file gets
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    conn.close()
-    # It goes on: calls are journaled, the chain continues, and a deleted tail shows.
+    assert report.ok and report.checked == expected_v3()["verify"][1]
     lease = await again.acquire_lease(RunId("r1"), "alpha", 60)
     started = call("r1", 5)
     await again.journal(lease, [started], [tool_event(started, "started")], run_id=RunId("r1"))
-    await step(again, "r1", 6, {}, lease=lease, calls=[settle(started, CallStatus.SUCCEEDED)])
+    await step(again, "r1", 5, {}, lease=lease, calls=[settle(started, CallStatus.SUCCEEDED)])
     assert [c.status for c in await again.list_calls(RunId("r1"))] == [CallStatus.SUCCEEDED]
     assert (await again.verify_events()).ok
     await again.close()
-    tamper(path, "DELETE FROM events WHERE run_id = 'r1' AND n = 13")
+    tamper(path, f"DELETE FROM events WHERE {R1} AND n = (SELECT max(n) FROM events WHERE {R1})")
     last = SQLiteStore(path)
-    assert (await last.verify_events()).problems == [
-        "run 'r1', position 13: deleted (the chain head records 14 events; the log ends "
-        "at position 12)"
-    ]
+    [problem] = (await last.verify_events()).problems
+    assert problem.startswith("run 'r1', position") and "the chain head records" in problem
     await last.close()
 
 
@@ -600,30 +635,15 @@ async def test_file_missing_version_2_tables_is_refused(tmp_path: Path) -> None:
 async def test_version_2_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
     """A file written before approvals existed (schema version 2) is migrated in place
     on open: its runs, calls and chains stay, and approvals work."""
-    path = tmp_path / "v2.db"
-    store = SQLiteStore(path)
-    await new_run(store, "r1")
-    lease = await store.acquire_lease(RunId("r1"), "alpha", 60)
-    started = call("r1", 0)
-    await store.journal(lease, [started], [tool_event(started, "started")], run_id=RunId("r1"))
-    done = settle(started, CallStatus.SUCCEEDED)
-    await step(store, "r1", 1, {"items": AppendField(b"[1]")}, lease=lease, calls=[done])
-    await store.release_lease(lease)
-    before = await snapshot(store, "r1")
-    rows_before = await store.audit_rows(RunId("r1"))
-    await store.close()
-    fresh = schema(path)
-    tamper(path, "DROP TABLE approvals", "PRAGMA user_version = 2")
-
+    path = old_file(tmp_path, 2)
     again = SQLiteStore(path)
-    assert await snapshot(again, "r1") == before
-    assert await again.audit_rows(RunId("r1")) == rows_before
-    assert await again.list_calls(RunId("r1")) == [done]
-    assert schema(path) == fresh  # exactly the schema a new file gets
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-    conn.close()
-    asked = approval("r1", 1)
+    got = await describe(again)
+    for name, want in expected_v3().items():
+        if name != "verify":
+            assert {k: v for k, v in got[name].items() if k != "approvals"} == {
+                k: v for k, v in want.items() if k != "approvals"
+            }
+    asked = approval("r1", 4)
     await ask(again, "r1", asked)
     assert await again.list_approvals(status=ApprovalStatus.PENDING) == [asked]
     win = decided(asked)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from graphorch.exceptions import RunNotFoundError, StoreError
 from graphorch.store._audit import audit_row, check_chain, genesis
+from graphorch.store._sqlite_events import expand, expander
+from graphorch.store._sqlite_rows import RK
+from graphorch.store._sqlite_schema import key_from_tail, key_tail
 from graphorch.store._sqlite_values import decode_time, encode_time
 from graphorch.store.base import AuditReport, AuditRow
 from graphorch.store.journal import CallStatus, ToolCallRecord
@@ -21,31 +24,30 @@ from graphorch.types import RunId
 __all__ = ["audit_rows", "list_calls", "put_calls", "verify"]
 
 _CALL_COLS = (
-    "key, run_id, seq, node, idx, tool, args, status, result, error, error_type, cost,"
+    "k, rk, seq, node, idx, tool, args, status, result, error, error_type, cost,"
     " started_us, started_off, finished_us, finished_off, resolved_by"
 )
-# A later record for a key replaces the earlier one in place: the row keeps its rowid,
-# so listing by rowid gives the order calls were first journaled. A key journaled for
-# another run is left alone (and reported: no row changes).
+# A later record for a key replaces the earlier one in place: the row keeps its id, so
+# listing by id gives the order calls were first journaled.
 _UPSERT = f"""
 INSERT INTO tool_calls ({_CALL_COLS}) VALUES ({", ".join("?" * 17)})
-ON CONFLICT(key) DO UPDATE SET
+ON CONFLICT(rk, k) DO UPDATE SET
     seq = excluded.seq, node = excluded.node, idx = excluded.idx, tool = excluded.tool,
     args = excluded.args, status = excluded.status, result = excluded.result,
     error = excluded.error, error_type = excluded.error_type, cost = excluded.cost,
     started_us = excluded.started_us, started_off = excluded.started_off,
     finished_us = excluded.finished_us, finished_off = excluded.finished_off,
     resolved_by = excluded.resolved_by
-WHERE tool_calls.run_id = excluded.run_id
 """
+_OWNER = f"SELECT 1 FROM tool_calls WHERE rk = {RK} AND k = ?"
 
 
-def _call_row(call: ToolCallRecord) -> tuple[Any, ...]:
+def _call_row(rk: int, call: ToolCallRecord) -> tuple[Any, ...]:
     sus, soff = encode_time(call.started_at)
     fus, foff = (None, None) if call.finished_at is None else encode_time(call.finished_at)
     return (
-        call.key,
-        call.run_id,
+        key_tail(call.run_id, call.key),
+        rk,
         call.seq,
         call.node,
         call.index,
@@ -64,10 +66,10 @@ def _call_row(call: ToolCallRecord) -> tuple[Any, ...]:
     )
 
 
-def _call_from_row(row: Sequence[Any]) -> ToolCallRecord:
+def _call_from_row(run_id: str, row: Sequence[Any]) -> ToolCallRecord:
     return ToolCallRecord(
-        key=row[0],
-        run_id=RunId(row[1]),
+        key=key_from_tail(run_id, row[0]),
+        run_id=RunId(run_id),
         seq=int(row[2]),
         node=row[3],
         index=int(row[4]),
@@ -84,22 +86,42 @@ def _call_from_row(row: Sequence[Any]) -> ToolCallRecord:
     )
 
 
-def put_calls(conn: sqlite3.Connection, run_id: str, calls: Sequence[ToolCallRecord]) -> None:
+def _foreign(conn: sqlite3.Connection, rk: int, run_id: str, key: str) -> bool:
+    """Whether another run journaled ``key``.
+
+    A key starting with its run's id (every key the runtime makes) belongs to that
+    run. Any other key (rare) is looked for under each run its text could start with,
+    and kept whole under any run.
+    """
+    if key.startswith(run_id + ":"):
+        return False
+    start = 0
+    while (cut := key.find(":", start)) > 0:
+        owner, tail = key[:cut], key[cut + 1 :]
+        found = key_tail(owner, key) == tail and conn.execute(_OWNER, (owner, tail)).fetchone()
+        if found:
+            return True
+        start = cut + 1
+    whole = key_tail(run_id, key)
+    return (
+        conn.execute(
+            "SELECT 1 FROM tool_calls WHERE k = ? AND rk <> ? LIMIT 1", (whole, rk)
+        ).fetchone()
+        is not None
+    )
+
+
+def put_calls(
+    conn: sqlite3.Connection, rk: int, run_id: str, calls: Sequence[ToolCallRecord]
+) -> None:
     """Upsert call records of ``run_id`` (in the writer's transaction)."""
-    rows = [_call_row(c) for c in calls]
-    cur = conn.executemany(_UPSERT, rows)
-    if cur.rowcount != len(rows):
-        taken = [
-            str(r[0])
-            for r in conn.execute(
-                f"SELECT key FROM tool_calls WHERE run_id <> ? AND key IN ({','.join('?' * len(rows))})",
-                [run_id, *(row[0] for row in rows)],
-            )
-        ]
+    taken = [c.key for c in calls if _foreign(conn, rk, run_id, c.key)]
+    if taken:
         raise StoreError(
             f"call keys {taken} are already journaled for another run (not {run_id}); "
             "nothing was written"
         )
+    conn.executemany(_UPSERT, [_call_row(rk, c) for c in calls])
 
 
 def _run_exists(conn: sqlite3.Connection, run_id: str) -> bool:
@@ -110,17 +132,23 @@ def list_calls(conn: sqlite3.Connection, run_id: str, seq: int | None) -> list[T
     """The run's calls in the order they were first journaled."""
     if seq is None:
         cur = conn.execute(
-            f"SELECT {_CALL_COLS} FROM tool_calls WHERE run_id = ? ORDER BY rowid", (run_id,)
+            f"SELECT {_CALL_COLS} FROM tool_calls WHERE rk = {RK} ORDER BY id", (run_id,)
         )
     else:
         cur = conn.execute(
-            f"SELECT {_CALL_COLS} FROM tool_calls WHERE run_id = ? AND seq = ? ORDER BY rowid",
+            f"SELECT {_CALL_COLS} FROM tool_calls WHERE rk = {RK} AND seq = ? ORDER BY id",
             (run_id, seq),
         )
-    calls = [_call_from_row(r) for r in cur]
+    calls = [_call_from_row(run_id, r) for r in cur]
     if not calls and not _run_exists(conn, run_id):
         raise RunNotFoundError(run_id)
     return calls
+
+
+def _expanded(rows: Iterable[Sequence[Any]], table: dict[int, str]) -> Iterator[tuple[Any, ...]]:
+    """Rows ``(n, data, hash)`` with each event's JSON as it was hashed."""
+    for n, data, digest in rows:
+        yield n, expand(data, table) if isinstance(data, str) else data, digest
 
 
 class _Snapshot:
@@ -150,29 +178,34 @@ def verify(conn: sqlite3.Connection, run_id: str | None) -> AuditReport:
         if run_id is not None:
             head = _head(
                 conn.execute(
-                    "SELECT n, hash FROM event_chains WHERE run_id = ?", (run_id,)
+                    f"SELECT n, hash FROM event_chains WHERE rk = {RK}", (run_id,)
                 ).fetchone()
             )
             rows = conn.execute(
-                "SELECT n, data, hash FROM events WHERE run_id = ? ORDER BY n", (run_id,)
+                f"SELECT n, data, hash FROM events WHERE rk = {RK} ORDER BY n", (run_id,)
             ).fetchall()
             if head is None and not rows and not _run_exists(conn, run_id):
                 raise RunNotFoundError(run_id)
-            checked, problems = check_chain(run_id, rows, head)
+            checked, problems = check_chain(run_id, _expanded(rows, expander(run_id)), head)
         else:
+            # A row whose run is gone (deleted by hand) is named by its key.
+            names: dict[Any, str] = {
+                r[0]: str(r[1]) for r in conn.execute("SELECT rk, run_id FROM runs")
+            }
             heads = {
-                str(r[0]): (int(r[1]), bytes(r[2]))
-                for r in conn.execute("SELECT run_id, n, hash FROM event_chains")
+                r[0]: (int(r[1]), bytes(r[2]))
+                for r in conn.execute("SELECT rk, n, hash FROM event_chains")
             }
             # In key order: each run's rows are one range of the events B-tree.
-            cur = conn.execute("SELECT run_id, n, data, hash FROM events ORDER BY run_id, n")
-            for rid, group in itertools.groupby(cur, key=lambda r: str(r[0])):
-                ordered: Iterator[tuple[Any, Any, Any]] = ((r[1], r[2], r[3]) for r in group)
-                count, found = check_chain(rid, ordered, heads.pop(rid, None))
+            cur = conn.execute("SELECT rk, n, data, hash FROM events ORDER BY rk, n")
+            for rk, group in itertools.groupby(cur, key=lambda r: r[0]):
+                rid = names.get(rk, str(rk))
+                ordered = _expanded(((r[1], r[2], r[3]) for r in group), expander(rid))
+                count, found = check_chain(rid, ordered, heads.pop(rk, None))
                 checked += count
                 problems += found
-            for rid, head in sorted(heads.items()):  # runs whose rows are all gone
-                _, found = check_chain(rid, (), head)
+            for rid, head in sorted((names.get(k, str(k)), h) for k, h in heads.items()):
+                _, found = check_chain(rid, (), head)  # runs whose rows are all gone
                 problems += found
     return AuditReport(ok=not problems, checked=checked, problems=problems)
 
@@ -180,13 +213,13 @@ def verify(conn: sqlite3.Connection, run_id: str | None) -> AuditReport:
 def audit_rows(conn: sqlite3.Connection, run_id: str) -> list[AuditRow]:
     """The run's events as stored, with their hashes (on the reader)."""
     rows = conn.execute(
-        "SELECT n, data, hash FROM events WHERE run_id = ? ORDER BY n", (run_id,)
+        f"SELECT n, data, hash FROM events WHERE rk = {RK} ORDER BY n", (run_id,)
     ).fetchall()
     if not rows and not _run_exists(conn, run_id):
         raise RunNotFoundError(run_id)
     prev = genesis(run_id)
     out: list[AuditRow] = []
-    for n, data, digest in rows:
+    for n, data, digest in _expanded(rows, expander(run_id)):
         stored = bytes(digest)
         out.append(audit_row(run_id, int(n), data, prev, stored))
         prev = stored

@@ -13,7 +13,9 @@ from graphorch.types import CheckpointId, RunId, RunStatus
 
 __all__ = [
     "CP_COLS",
+    "CP_FROM",
     "GC_SQL",
+    "RK",
     "RUN_COLS",
     "RUN_SELECT",
     "TERMINAL",
@@ -36,20 +38,31 @@ RUN_COLS = (
 RUN_SELECT = """
 SELECT r.run_id, r.graph, r.graph_fingerprint, r.status, r.reason, r.error_node,
        r.created_us, r.created_off, r.updated_us, r.updated_off, r.parent_run,
-       r.forked_from, r.output, c.seq, c.cpid, c.next_nodes, c.created_us, c.created_off
+       r.forked_from, r.output, c.seq, c.cpid, s.next_nodes, c.created_us, c.created_off
 FROM runs r CROSS JOIN checkpoints c
-ON c.run_id = r.run_id AND c.seq = (SELECT max(seq) FROM checkpoints WHERE run_id = r.run_id)
+ON c.rk = r.rk AND c.seq = (SELECT max(seq) FROM checkpoints WHERE rk = r.rk)
+JOIN shapes s ON s.id = c.shape
 """
-CP_COLS = "run_id, seq, cpid, parent, nodes, next_nodes, status, changed, created_us, created_off"
+RK = "(SELECT rk FROM runs WHERE run_id = ?)"
+"""A run's integer key, looked up by its id inside a statement."""
+# The run id is the statement's first parameter: the rows hold only its key.
+CP_COLS = (
+    "?, c.seq, c.cpid, c.parent, s.nodes, s.next_nodes, s.status, s.changed, c.created_us,"
+    " c.created_off"
+)
+CP_FROM = "checkpoints c JOIN shapes s ON s.id = c.shape"
 TERMINAL = tuple(s.value for s in RunStatus if s.is_terminal)
-GC_SQL = """
+GC_SQL = (
+    """
 WITH RECURSIVE live(id) AS (
     SELECT j.value FROM checkpoints c, json_each(c.fields) j WHERE j.type = 'integer'
     UNION
     SELECT v.prev FROM vals v JOIN live ON v.id = live.id WHERE v.prev IS NOT NULL
 )
 DELETE FROM vals WHERE id NOT IN (SELECT id FROM live)
-"""
+""",
+    "DELETE FROM shapes WHERE id NOT IN (SELECT shape FROM checkpoints)",
+)
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -23,10 +23,22 @@ from graphorch.store._sqlite_worker import BUSY_RETRY_SECONDS, is_busy
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_file", "open_connection"]
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "WAL_PAGES",
+    "check_file",
+    "key_from_tail",
+    "key_tail",
+    "open_connection",
+]
 
 APPLICATION_ID = 0x67726F63  # "groc"
 """Marks a file as a graphorch database (``PRAGMA application_id``)."""
+
+WAL_PAGES = 256
+"""Pages of WAL (~1 MB) after which a commit folds the WAL into the database file."""
 
 _HEADER = b"SQLite format 3\x00"
 _QUICK_CHECK_MAX_BYTES = 32 * 1024 * 1024  # above this, opening would get slow
@@ -217,7 +229,183 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.conn.execute("CREATE INDEX approvals_by_run ON approvals(run_id, requested_us)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+_V4_TABLES = """
+CREATE TABLE runs (
+    rk INTEGER PRIMARY KEY,     -- the run in every other table: an integer, not its id
+    run_id TEXT NOT NULL UNIQUE,
+    graph TEXT NOT NULL,
+    graph_fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    error_node TEXT,
+    created_us INTEGER NOT NULL,
+    created_off INTEGER,
+    updated_us INTEGER NOT NULL,
+    updated_off INTEGER,
+    parent_run TEXT,
+    forked_from TEXT,
+    output BLOB,
+    lease_owner TEXT,
+    lease_epoch INTEGER NOT NULL DEFAULT 0,
+    lease_expires FLOAT
+);
+CREATE INDEX runs_by_time ON runs(created_us);
+CREATE INDEX runs_by_status ON runs(status, created_us);
+CREATE INDEX runs_by_graph ON runs(graph, created_us);
+CREATE INDEX runs_by_parent ON runs(parent_run, created_us);
+CREATE TABLE shapes (
+    id INTEGER PRIMARY KEY,
+    nodes TEXT NOT NULL,
+    next_nodes TEXT NOT NULL,
+    status TEXT NOT NULL,
+    changed TEXT NOT NULL,
+    UNIQUE (nodes, next_nodes, status, changed)
+);
+CREATE TABLE checkpoints (
+    rk INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    cpid TEXT,              -- NULL when it is the canonical "<run_id>:<seq>"
+    parent TEXT,            -- NULL: none; '': "<run_id>:<seq-1>"; else the id
+    shape INTEGER NOT NULL, -- shapes.id: nodes, next nodes, status, changed fields
+    fields TEXT NOT NULL,   -- {field: value id | inline JSON text}
+    meta BLOB NOT NULL,
+    created_us INTEGER NOT NULL,
+    created_off INTEGER,
+    PRIMARY KEY (rk, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX checkpoints_by_cpid ON checkpoints(cpid) WHERE cpid IS NOT NULL;
+CREATE INDEX checkpoints_by_parent ON checkpoints(parent) WHERE parent <> '';
+CREATE TABLE events (
+    rk INTEGER NOT NULL,
+    n INTEGER NOT NULL,     -- 0, 1, 2, ... within the run
+    data TEXT NOT NULL,     -- the event's JSON without its run_id, compacted
+    hash BLOB NOT NULL,     -- sha256(previous hash in this run + JSON): audit chain
+    PRIMARY KEY (rk, n)
+) WITHOUT ROWID;
+CREATE TABLE event_chains (
+    rk INTEGER PRIMARY KEY,
+    n INTEGER NOT NULL,     -- events in the run's log: the next position
+    hash BLOB NOT NULL      -- the last event's hash (the chain start when n = 0)
+);
+CREATE TABLE tool_calls (
+    id INTEGER PRIMARY KEY, -- the order calls were first journaled
+    rk INTEGER NOT NULL,
+    k TEXT NOT NULL,        -- the key without its "<run_id>:" (see key_tail)
+    seq INTEGER NOT NULL,   -- the checkpoint the calling step started from
+    node TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    tool TEXT NOT NULL,
+    args BLOB NOT NULL,
+    status TEXT NOT NULL,   -- started, succeeded, failed
+    result BLOB,
+    error TEXT,
+    error_type TEXT,
+    cost REAL NOT NULL,
+    started_us INTEGER NOT NULL,
+    started_off INTEGER,
+    finished_us INTEGER,
+    finished_off INTEGER,
+    resolved_by TEXT
+);
+CREATE UNIQUE INDEX tool_calls_by_key ON tool_calls(rk, k);
+"""
+
+
+_WHOLE = "\x1f"  # marks a stored call key kept whole
+
+
+def key_tail(run_id: str, key: str) -> str:
+    """How a call's key is stored: without ``"<run_id>:"`` when it starts so (the
+    usual case), else whole behind a marker no other stored key starts with."""
+    prefix = run_id + ":"
+    if key.startswith(prefix) and not key.startswith(_WHOLE, len(prefix)):
+        return key[len(prefix) :]
+    return _WHOLE + key
+
+
+def key_from_tail(run_id: str, tail: str) -> str:
+    """The key :func:`key_tail` stored as ``tail``."""
+    return tail[1:] if tail.startswith(_WHOLE) else f"{run_id}:{tail}"
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """Compact rows: runs keyed by an integer in every table, events stored compacted,
+    checkpoint shapes (nodes, next nodes, status, changed) stored once, one index for
+    the journal instead of two, no foreign keys (every write checks its run)."""
+    # Imported here: only a migration needs it.
+    from graphorch.store._sqlite_events import compact
+
+    conn = db.conn
+    old = ("runs", "checkpoints", "events", "event_chains", "tool_calls")
+    marks = ",".join("?" * len(old))
+    for (index,) in conn.execute(
+        f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({marks})"
+        " AND sql IS NOT NULL",
+        old,
+    ).fetchall():
+        conn.execute(f"DROP INDEX {index}")
+    # Legacy renames leave the approvals table's reference to runs(run_id) as it is:
+    # it names the new runs table once the old one is gone.
+    conn.execute("PRAGMA legacy_alter_table = ON")
+    for name in old:
+        conn.execute(f"ALTER TABLE {name} RENAME TO old_{name}")
+    conn.execute("PRAGMA legacy_alter_table = OFF")
+    for statement in _V4_TABLES.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(
+        "INSERT INTO runs (rk, run_id, graph, graph_fingerprint, status, reason, error_node,"
+        " created_us, created_off, updated_us, updated_off, parent_run, forked_from, output,"
+        " lease_owner, lease_epoch, lease_expires)"
+        " SELECT rowid, run_id, graph, graph_fingerprint, status, reason, error_node,"
+        " created_us, created_off, updated_us, updated_off, parent_run, forked_from, output,"
+        " lease_owner, lease_epoch, lease_expires FROM old_runs ORDER BY rowid"
+    )
+    conn.execute(
+        "INSERT INTO shapes (nodes, next_nodes, status, changed)"
+        " SELECT DISTINCT nodes, next_nodes, status, changed FROM old_checkpoints"
+    )
+    conn.execute(
+        "INSERT INTO checkpoints (rk, seq, cpid, parent, shape, fields, meta, created_us,"
+        " created_off) SELECT r.rk, c.seq, c.cpid, c.parent, s.id, c.fields, c.meta,"
+        " c.created_us, c.created_off FROM old_checkpoints c JOIN runs r USING (run_id)"
+        " JOIN shapes s ON s.nodes = c.nodes AND s.next_nodes = c.next_nodes"
+        " AND s.status = c.status AND s.changed = c.changed"
+    )
+    conn.execute(
+        "INSERT INTO event_chains (rk, n, hash) SELECT r.rk, e.n, e.hash"
+        " FROM old_event_chains e JOIN runs r USING (run_id)"
+    )
+    # Rows of a run deleted by hand keep their (unreadable) run id as their key.
+    conn.executemany(
+        "INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)",
+        (
+            (rk, n, compact(data, run_id) if isinstance(data, str) else data, digest)
+            for rk, run_id, n, data, digest in conn.execute(
+                "SELECT coalesce(r.rk, e.run_id), e.run_id, e.n, e.data, e.hash"
+                " FROM old_events e LEFT JOIN runs r USING (run_id)"
+            ).fetchall()
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO tool_calls (rk, k, seq, node, idx, tool, args, status, result, error,"
+        " error_type, cost, started_us, started_off, finished_us, finished_off, resolved_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            (row[0], key_tail(row[1], row[2]), *row[3:])
+            for row in conn.execute(
+                "SELECT r.rk, t.run_id, t.key, t.seq, t.node, t.idx, t.tool, t.args, t.status,"
+                " t.result, t.error, t.error_type, t.cost, t.started_us, t.started_off,"
+                " t.finished_us, t.finished_off, t.resolved_by"
+                " FROM old_tool_calls t JOIN runs r USING (run_id) ORDER BY t.rowid"
+            ).fetchall()
+        ),
+    )
+    for name in old:
+        conn.execute(f"DROP TABLE old_{name}")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -277,6 +465,8 @@ def check_file(path: str, *, quick_check: bool = True) -> bool:
             wanted |= {"tool_calls", "event_chains"}
         if version >= 3:
             wanted |= {"approvals"}
+        if version >= 4:
+            wanted |= {"shapes"}
         missing = wanted - tables
         if version >= 1 and missing:
             raise _fail(path, f"is corrupt (missing tables {sorted(missing)})")
@@ -327,8 +517,13 @@ def open_connection(
             if str(mode).lower() != "wal":
                 raise DatabaseError(f"{path}: could not switch to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_size_limit = 67108864")
+        # No foreign keys: a version 4 file has none (each write checks its run), and
+        # the version 4 migration renames tables that older versions referenced.
+        # The WAL is folded into the file every WAL_PAGES pages (SQLite's default is
+        # 1,000: ~4 MB of WAL beside a small file), in the writer thread as part of a
+        # commit, and a WAL grown past that by a big transaction is cut back to it.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_PAGES * 4096}")
         # Savepoints (one per job in a group commit) keep a sub-journal; in memory it
         # costs a copy, in a temp file it costs syscalls for every job.
         conn.execute("PRAGMA temp_store = MEMORY")

@@ -22,9 +22,12 @@ from graphorch.exceptions import (
 from graphorch.store import _sqlite_approvals as approvals_sql
 from graphorch.store import _sqlite_journal as journal_sql
 from graphorch.store._audit import event_json, genesis, link
+from graphorch.store._sqlite_events import compact, expand, expander
 from graphorch.store._sqlite_rows import (
     CP_COLS,
+    CP_FROM,
     GC_SQL,
+    RK,
     RUN_COLS,
     RUN_SELECT,
     TERMINAL,
@@ -68,6 +71,16 @@ from graphorch.types import CheckpointId, RunId, RunStatus
 __all__ = ["SQLiteStore"]
 
 
+def _payload(run_id: str, events: Sequence[Event]) -> list[tuple[str, str]]:
+    """Each event's JSON as hashed and its compact stored form, made by the caller so
+    the writer thread only inserts."""
+    out: list[tuple[str, str]] = []
+    for event in events:
+        text = event_json(event)
+        out.append((text, compact(text, run_id, checked=True)))
+    return out
+
+
 @dataclass
 class _Fence:
     """A run row's lease and status as the writer last saw them."""
@@ -79,6 +92,7 @@ class _Fence:
     reason: str | None
     error_node: str | None
     output: bytes | None
+    rk: int  # the run's integer key in every other table
 
     @property
     def row_state(self) -> tuple[str, str | None, str | None, bytes | None]:
@@ -130,7 +144,8 @@ class SQLiteStore:
         # Writer-thread caches; valid only while no other connection committed.
         self._values = ValueCache()
         self._maps: dict[str, dict[str, Ref]] = {}
-        self._ev_tail: dict[str, tuple[int, bytes]] = {}  # run -> (next n, last hash)
+        self._ev_tail: dict[int, tuple[int, bytes]] = {}  # run key -> (next n, last hash)
+        self._shapes: dict[tuple[str, str, str, str], int] = {}
         self._fence: dict[str, _Fence] = {}
         self._data_version: int | None = None
         self._writer = Worker(
@@ -176,6 +191,7 @@ class SQLiteStore:
         self._maps.clear()
         self._ev_tail.clear()
         self._fence.clear()
+        self._shapes.clear()
 
     def _on_begin(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
@@ -191,7 +207,7 @@ class SQLiteStore:
         parts = split_id(checkpoint_id)
         if parts is not None:
             row = conn.execute(
-                "SELECT fields FROM checkpoints WHERE run_id = ? AND seq = ? AND cpid IS NULL",
+                f"SELECT fields FROM checkpoints WHERE rk = {RK} AND seq = ? AND cpid IS NULL",
                 parts,
             ).fetchone()
         if row is None:
@@ -204,7 +220,29 @@ class SQLiteStore:
             )
         return decode_fields(row[0])
 
-    def _insert_checkpoint(self, conn: sqlite3.Connection, cp: CheckpointWrite) -> None:
+    def _shape(self, conn: sqlite3.Connection, key: tuple[str, str, str, str]) -> int:
+        """The id of a checkpoint shape (nodes, next nodes, status, changed), stored once."""
+        sid = self._shapes.get(key)
+        if sid is None:
+            row = conn.execute(
+                "SELECT id FROM shapes WHERE nodes = ? AND next_nodes = ? AND status = ?"
+                " AND changed = ?",
+                key,
+            ).fetchone()
+            if row is not None:
+                sid = int(row[0])
+            else:
+                cur = conn.execute(
+                    "INSERT INTO shapes (nodes, next_nodes, status, changed) VALUES (?, ?, ?, ?)",
+                    key,
+                )
+                sid = int(cur.lastrowid or 0)
+            if len(self._shapes) > 10_000:
+                self._shapes.clear()
+            self._shapes[key] = sid
+        return sid
+
+    def _insert_checkpoint(self, conn: sqlite3.Connection, rk: int, cp: CheckpointWrite) -> None:
         base = {} if cp.parent is None else self._load_map(conn, cp.parent)
         fields = dict(base)
         for name, change in cp.writes.items():
@@ -220,29 +258,22 @@ class SQLiteStore:
             parent = cp.parent
         cpid = None if cp.checkpoint_id == canonical(cp.run_id, cp.seq) else cp.checkpoint_id
         us, off = encode_time(cp.created_at)
+        shape = self._shape(
+            conn,
+            (
+                names_json(cp.nodes),
+                names_json(cp.next_nodes),
+                cp.status.value,
+                names_json(tuple(cp.writes)),
+            ),
+        )
         try:
             conn.execute(
-                "INSERT INTO checkpoints (run_id, seq, cpid, parent, nodes, next_nodes, status,"
-                " changed, fields, meta, created_us, created_off)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    cp.run_id,
-                    cp.seq,
-                    cpid,
-                    parent,
-                    names_json(cp.nodes),
-                    names_json(cp.next_nodes),
-                    cp.status.value,
-                    names_json(tuple(cp.writes)),
-                    encode_fields(fields),
-                    cp.meta,
-                    us,
-                    off,
-                ),
+                "INSERT INTO checkpoints (rk, seq, cpid, parent, shape, fields, meta,"
+                " created_us, created_off) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rk, cp.seq, cpid, parent, shape, encode_fields(fields), cp.meta, us, off),
             )
-        except sqlite3.IntegrityError as exc:
-            if "FOREIGN KEY" in str(exc):
-                raise RunNotFoundError(cp.run_id) from None
+        except sqlite3.IntegrityError:
             raise StoreError(
                 f"checkpoint {cp.checkpoint_id!r} (run {cp.run_id}, seq {cp.seq}) already "
                 "exists; a checkpoint is written once"
@@ -253,40 +284,48 @@ class SQLiteStore:
             self._maps.pop(cp.parent or "", None)
         self._maps[cp.checkpoint_id] = fields
 
-    def _insert_events(self, conn: sqlite3.Connection, run_id: str, events: list[str]) -> None:
+    def _insert_events(
+        self, conn: sqlite3.Connection, rk: int, run_id: str, events: list[tuple[str, str]]
+    ) -> None:
+        """Append events given as (JSON as hashed, form stored) to the run's chain."""
         if not events:
             return
-        tail = self._ev_tail.get(run_id)
+        tail = self._ev_tail.get(rk)
         if tail is None:
             # The recorded head, not the last row: rows deleted from the end of the log
             # stay a visible gap instead of being silently chained over.
-            row = conn.execute(
-                "SELECT n, hash FROM event_chains WHERE run_id = ?", (run_id,)
-            ).fetchone()
+            row = conn.execute("SELECT n, hash FROM event_chains WHERE rk = ?", (rk,)).fetchone()
             if row is None:  # the head itself was deleted: go on from the last row
                 row = conn.execute(
-                    "SELECT n + 1, hash FROM events WHERE run_id = ? ORDER BY n DESC LIMIT 1",
-                    (run_id,),
+                    "SELECT n + 1, hash FROM events WHERE rk = ? ORDER BY n DESC LIMIT 1", (rk,)
                 ).fetchone()
             tail = (0, genesis(run_id)) if row is None else (int(row[0]), bytes(row[1]))
         n, prev = tail
-        rows: list[tuple[str, int, str, bytes]] = []
-        for data in events:
-            prev = link(prev, data)
-            rows.append((run_id, n, data, prev))
+        if len(events) == 1:
+            prev = link(prev, events[0][0])
+            conn.execute(
+                "INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)",
+                (rk, n, events[0][1], prev),
+            )
             n += 1
-        conn.executemany("INSERT INTO events (run_id, n, data, hash) VALUES (?, ?, ?, ?)", rows)
-        conn.execute("UPDATE event_chains SET n = ?, hash = ? WHERE run_id = ?", (n, prev, run_id))
+        else:
+            rows: list[tuple[int, int, str, bytes]] = []
+            for full, stored in events:
+                prev = link(prev, full)
+                rows.append((rk, n, stored, prev))
+                n += 1
+            conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
+        conn.execute("UPDATE event_chains SET n = ?, hash = ? WHERE rk = ?", (n, prev, rk))
         if len(self._ev_tail) > 10_000:
             self._ev_tail.clear()
-        self._ev_tail[run_id] = (n, prev)
+        self._ev_tail[rk] = (n, prev)
 
     def _get_fence(self, conn: sqlite3.Connection, run_id: str) -> _Fence:
         fence = self._fence.get(run_id)
         if fence is None:
             row = conn.execute(
                 "SELECT lease_epoch, lease_owner, lease_expires, status, reason, error_node,"
-                " output FROM runs WHERE run_id = ?",
+                " output, rk FROM runs WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
             if row is None:
@@ -303,13 +342,13 @@ class SQLiteStore:
         self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
     ) -> None:
         """Store a new run with its first checkpoint and events, in one transaction."""
-        payload = [event_json(e) for e in events]
+        payload = _payload(run.run_id, events)
         cus, coff = encode_time(run.created_at)
         uus, uoff = encode_time(run.updated_at)
 
         def job(conn: sqlite3.Connection) -> None:
             try:
-                conn.execute(
+                cur = conn.execute(
                     f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run.run_id,
@@ -329,12 +368,18 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError:
                 raise StoreError(f"a run with id {run.run_id!r} already exists") from None
+            rk = int(cur.lastrowid or 0)
             conn.execute(
-                "INSERT INTO event_chains (run_id, n, hash) VALUES (?, 0, ?)",
-                (run.run_id, genesis(run.run_id)),
+                "INSERT INTO event_chains (rk, n, hash) VALUES (?, 0, ?)",
+                (rk, genesis(run.run_id)),
             )
-            self._insert_checkpoint(conn, checkpoint)
-            self._insert_events(conn, run.run_id, payload)
+            if checkpoint.run_id == run.run_id:
+                self._insert_checkpoint(conn, rk, checkpoint)
+            else:
+                self._insert_checkpoint(
+                    conn, self._get_fence(conn, checkpoint.run_id).rk, checkpoint
+                )
+            self._insert_events(conn, rk, run.run_id, payload)
 
         await self._writer.call(job)
 
@@ -370,7 +415,7 @@ class SQLiteStore:
         check_calls(run_id, calls)
         if approvals:
             check_approvals(run_id, approvals)
-        payload = [event_json(e) for e in events]
+        payload = _payload(run_id, events)
         status = update.status.value
         wanted = (status, update.reason, update.error_node, update.output)
 
@@ -388,10 +433,10 @@ class SQLiteStore:
                 )
                 fence.status, fence.reason, fence.error_node, fence.output = wanted
             if checkpoint is not None:
-                self._insert_checkpoint(conn, checkpoint)
-            self._insert_events(conn, run_id, payload)
+                self._insert_checkpoint(conn, fence.rk, checkpoint)
+            self._insert_events(conn, fence.rk, run_id, payload)
             if calls:
-                journal_sql.put_calls(conn, run_id, calls)
+                journal_sql.put_calls(conn, fence.rk, run_id, calls)
             if approvals:
                 approvals_sql.insert(conn, run_id, approvals)
 
@@ -418,13 +463,13 @@ class SQLiteStore:
         """Upsert call records and append events in one transaction, fenced by
         ``lease`` (None: an operator's write, not fenced)."""
         check_calls(run_id, calls)
-        payload = [event_json(e) for e in events]
+        payload = _payload(run_id, events)
 
         def job(conn: sqlite3.Connection) -> None:
-            self._fenced(conn, lease, run_id)
-            self._insert_events(conn, run_id, payload)
+            fence = self._fenced(conn, lease, run_id)
+            self._insert_events(conn, fence.rk, run_id, payload)
             if calls:
-                journal_sql.put_calls(conn, run_id, calls)
+                journal_sql.put_calls(conn, fence.rk, run_id, calls)
 
         await self._writer.call(job)
 
@@ -432,11 +477,12 @@ class SQLiteStore:
         """Record a decision if the approval is still pending (compare-and-set), with
         its events, in one transaction; else AlreadyDecidedError and nothing written."""
         check_decision(record)
-        payload = [event_json(e) for e in events]
+        payload = _payload(record.run_id, events)
 
         def job(conn: sqlite3.Connection) -> None:
             approvals_sql.decide(conn, record)
-            self._insert_events(conn, record.run_id, payload)
+            rk = self._get_fence(conn, record.run_id).rk
+            self._insert_events(conn, rk, record.run_id, payload)
 
         await self._writer.call(job)
 
@@ -502,15 +548,19 @@ class SQLiteStore:
         for start in range(0, len(run_ids), 500):
             chunk = run_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            conn.execute(f"DELETE FROM events WHERE run_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM event_chains WHERE run_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM tool_calls WHERE run_id IN ({marks})", chunk)
+            keys = [
+                int(r[0])
+                for r in conn.execute(f"SELECT rk FROM runs WHERE run_id IN ({marks})", chunk)
+            ]
+            rks = ",".join("?" * len(keys))
+            for table in ("events", "event_chains", "tool_calls", "checkpoints"):
+                conn.execute(f"DELETE FROM {table} WHERE rk IN ({rks})", keys)
             conn.execute(f"DELETE FROM approvals WHERE run_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM checkpoints WHERE run_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM runs WHERE rk IN ({rks})", keys)
 
     def _collect_garbage(self, conn: sqlite3.Connection) -> None:
-        conn.execute(GC_SQL)
+        for statement in GC_SQL:
+            conn.execute(statement)
         self._clear_caches()
 
     async def delete_run(self, run_id: RunId) -> None:
@@ -568,13 +618,14 @@ class SQLiteStore:
             raise ValueError("keep_last must be at least 1: the head is always kept")
 
         def job(conn: sqlite3.Connection) -> int:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            found = conn.execute("SELECT rk FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if found is None:
                 raise RunNotFoundError(run_id)
+            rk = int(found[0])
             seqs: list[tuple[int, str | None]] = [
                 (int(r[0]), r[1])
                 for r in conn.execute(
-                    "SELECT seq, cpid FROM checkpoints WHERE run_id = ? ORDER BY seq DESC",
-                    (run_id,),
+                    "SELECT seq, cpid FROM checkpoints WHERE rk = ? ORDER BY seq DESC", (rk,)
                 )
             ]
             if not seqs:
@@ -592,9 +643,9 @@ class SQLiteStore:
                 chunk = names[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
-                    "SELECT parent FROM checkpoints WHERE parent <> '' AND run_id <> ?"
+                    "SELECT parent FROM checkpoints WHERE parent <> '' AND rk <> ?"
                     f" AND parent IN ({marks})",
-                    [run_id, *chunk],
+                    [rk, *chunk],
                 ):
                     victims.pop(str(r[0]), None)  # a fork still points here
             gone = list(victims.values())
@@ -602,8 +653,7 @@ class SQLiteStore:
                 chunk = gone[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 conn.execute(
-                    f"DELETE FROM checkpoints WHERE run_id = ? AND seq IN ({marks})",
-                    [run_id, *chunk],
+                    f"DELETE FROM checkpoints WHERE rk = ? AND seq IN ({marks})", [rk, *chunk]
                 )
             self._collect_garbage(conn)
             return len(gone)
@@ -667,7 +717,8 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection) -> list[CheckpointInfo]:
             rows = conn.execute(
-                f"SELECT {CP_COLS} FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)
+                f"SELECT {CP_COLS} FROM {CP_FROM} WHERE c.rk = {RK} ORDER BY c.seq",
+                (run_id, run_id),
             ).fetchall()
             if (
                 not rows
@@ -684,36 +735,30 @@ class SQLiteStore:
         """A checkpoint with the whole state: by id, by sequence number, or the head."""
 
         def job(conn: sqlite3.Connection) -> StoredCheckpoint:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            found = conn.execute("SELECT rk FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if found is None:
                 raise RunNotFoundError(run_id)
+            rk = int(found[0])
             if at is None:
                 head = conn.execute(
-                    "SELECT max(seq) FROM checkpoints WHERE run_id = ?", (run_id,)
+                    "SELECT max(seq) FROM checkpoints WHERE rk = ?", (rk,)
                 ).fetchone()
                 target: CheckpointId | int = int(head[0])
             else:
                 target = at
-            cols = f"{CP_COLS}, fields, meta"
+            select = f"SELECT {CP_COLS}, c.fields, c.meta FROM {CP_FROM} WHERE c.rk = ?"
             row = None
             if isinstance(target, int):
-                row = conn.execute(
-                    f"SELECT {cols} FROM checkpoints WHERE run_id = ? AND seq = ?",
-                    (run_id, target),
-                ).fetchone()
+                row = conn.execute(f"{select} AND c.seq = ?", (run_id, rk, target)).fetchone()
                 missing = f"run {run_id} has no checkpoint with seq {target}"
             else:
                 parts = split_id(target)
                 if parts is not None and parts[0] == run_id:
                     row = conn.execute(
-                        f"SELECT {cols} FROM checkpoints WHERE run_id = ? AND seq = ? "
-                        "AND cpid IS NULL",
-                        parts,
+                        f"{select} AND c.seq = ? AND c.cpid IS NULL", (run_id, rk, parts[1])
                     ).fetchone()
                 if row is None:
-                    row = conn.execute(
-                        f"SELECT {cols} FROM checkpoints WHERE cpid = ? AND run_id = ?",
-                        (target, run_id),
-                    ).fetchone()
+                    row = conn.execute(f"{select} AND c.cpid = ?", (run_id, rk, target)).fetchone()
                 missing = f"run {run_id} has no checkpoint {target!r}"
             if row is None:
                 raise CheckpointNotFoundError(missing + "; list them with list_checkpoints()")
@@ -728,7 +773,7 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
-                "SELECT data FROM events WHERE run_id = ? ORDER BY n", (run_id,)
+                f"SELECT data FROM events WHERE rk = {RK} ORDER BY n", (run_id,)
             ).fetchall()
             if (
                 not rows
@@ -738,8 +783,9 @@ class SQLiteStore:
             return [str(r[0]) for r in rows]
 
         events: list[Event] = []
+        table = expander(run_id)
         for text in await self._reader.call(job):
-            data = json.loads(text)
+            data = json.loads(expand(text, table))
             data["run_id"] = run_id
             events.append(event_from_data(data))
         return events
