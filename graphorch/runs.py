@@ -95,6 +95,8 @@ _ROUTABLE = (
     DelegationError,
 )
 _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
+# what a step changes on its handle, put back if its queued commit fails
+_ROLLED_BACK = ("state", "seq", "steps", "next_nodes", "_backtracked", "_error")
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 
 
@@ -931,14 +933,7 @@ class Run(Generic[StateT]):
         await self._settle()
         events, self._pending = self._pending, []
         calls, self.ledger.unsent = self.ledger.unsent, []
-        self._before_inflight = (
-            self.state,
-            self.seq,
-            self.steps,
-            self.next_nodes,
-            self._backtracked,
-            self._error,
-        )
+        self._before_inflight = tuple(getattr(self, name) for name in _ROLLED_BACK)
         self._inflight = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
@@ -952,14 +947,8 @@ class Run(Generic[StateT]):
         try:
             await pending.wait()
         except BaseException as exc:
-            (
-                self.state,
-                self.seq,
-                self.steps,
-                self.next_nodes,
-                self._backtracked,
-                self._error,
-            ) = self._before_inflight
+            for name, value in zip(_ROLLED_BACK, self._before_inflight, strict=True):
+                setattr(self, name, value)
             if isinstance(exc, LeaseLostError):
                 raise _Stop(self._lost(exc), RunStatus.RUNNING) from None
             raise
