@@ -11,6 +11,7 @@ graph skips the structural checks, and the import of networkx they need.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import weakref
@@ -203,6 +204,17 @@ class FrozenGraph(Record, Generic[StateT, DepsT]):
     fingerprint: str
     source: Graph[StateT, DepsT]
     approval_required: frozenset[str] = frozenset()
+
+    @functools.cached_property
+    def tracked_visits(self) -> tuple[str, ...]:
+        """Nodes whose visit counts a resumed run needs: those with ``max_visits``
+        and those a node may backtrack to."""
+        names: dict[str, None] = {}
+        for name, node in self.nodes.items():
+            if node.max_visits is not None:
+                names[name] = None
+            names.update(dict.fromkeys(node.backtrack))
+        return tuple(names)
 
     @property
     def state(self) -> type[StateT]:

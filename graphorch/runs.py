@@ -13,7 +13,6 @@ import inspect
 import json
 import math
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -383,7 +382,6 @@ class Run(Generic[StateT]):
                 finally:
                     self._scope = None
             if scope.cancelled_caught:
-                self._stepping = False
                 await self._interrupted(self.next_nodes)
         try:
             await self._settle()
@@ -644,9 +642,8 @@ class Run(Generic[StateT]):
 
     async def _journal(self, records: list[ToolCallRecord]) -> None:
         await self._settle()  # no call starts before the previous step is durable
-        calls = [*self.ledger.unsent, *records]
-        self.ledger.unsent = []
-        events, self._pending = self._pending, []
+        events, unsent = self._take_unsent()
+        calls = [*unsent, *records]
         try:
             with anyio.CancelScope(shield=True):
                 await self._rt.store.journal(self._lease, calls, events, run_id=self.id)
@@ -882,7 +879,7 @@ class Run(Generic[StateT]):
         """The visit counts a resumed run needs: of nodes with a ``max_visits`` limit
         or that a node may backtrack to. Storing every node's count made each
         checkpoint grow with the graph's size."""
-        tracked = _tracked_nodes(self.graph)
+        tracked = self.graph.tracked_visits
         if not tracked:
             return {}
         visits = self.visits
@@ -931,12 +928,17 @@ class Run(Generic[StateT]):
         so nothing is acknowledged or sent out before the step it follows is durable.
         """
         await self._settle()
-        events, self._pending = self._pending, []
-        calls, self.ledger.unsent = self.ledger.unsent, []
+        events, calls = self._take_unsent()
         self._before_inflight = tuple(getattr(self, name) for name in _ROLLED_BACK)
         self._inflight = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
+
+    def _take_unsent(self) -> tuple[list[Event], list[ToolCallRecord]]:
+        """The events and call records that ride the next commit (handed over once)."""
+        events, self._pending = self._pending, []
+        calls, self.ledger.unsent = self.ledger.unsent, []
+        return events, calls
 
     async def _settle(self) -> None:
         """Wait for a queued commit; if it failed, this handle goes back to before it."""
@@ -973,8 +975,7 @@ class Run(Generic[StateT]):
         approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
         await self._settle()
-        events, self._pending = self._pending, []
-        calls, self.ledger.unsent = self.ledger.unsent, []
+        events, calls = self._take_unsent()
         scope = self._scope
         try:
             if scope is not None:
@@ -1071,25 +1072,6 @@ class Run(Generic[StateT]):
             lease, self._lease = self._lease, None
             with anyio.CancelScope(shield=True):
                 await self._rt.store.release_lease(lease)
-
-
-_TRACKED: weakref.WeakKeyDictionary[FrozenGraph[Any, Any], tuple[str, ...]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _tracked_nodes(graph: FrozenGraph[Any, Any]) -> tuple[str, ...]:
-    """Nodes whose visit counts matter after a resume (limits, backtrack targets)."""
-    tracked = _TRACKED.get(graph)
-    if tracked is None:
-        names: dict[str, None] = {}
-        for name, node in graph.nodes.items():
-            if node.max_visits is not None:
-                names[name] = None
-            for target in node.backtrack:
-                names[target] = None
-        tracked = _TRACKED[graph] = tuple(names)
-    return tracked
 
 
 def _model_box(run: Run[Any], node: str) -> ModelBox:
