@@ -8,6 +8,7 @@ for a person, or fails.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -97,6 +98,10 @@ _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
 # what a step changes on its handle, put back if its queued commit fails
 _ROLLED_BACK = ("state", "seq", "steps", "next_nodes", "_backtracked", "_error")
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
+# Commits wait() may have queued and not yet seen durable. Several queued commits of
+# one run share a transaction in the writer (group commit); the bound keeps a run of
+# CPU-only steps from getting far ahead of its durable history.
+_MAX_QUEUED_COMMITS = 64
 
 
 class StepResult(Record):
@@ -273,10 +278,9 @@ class Run(Generic[StateT]):
         self._pipelined: PipelinedStore | None = None
         if hasattr(type(store), "submit_step") and isinstance(store, PipelinedStore):
             self._pipelined = store
-        # A commit queued by wait() while the next step already runs, and what this
-        # handle looked like before it (restored if that commit fails).
-        self._inflight: PendingCommit | None = None
-        self._before_inflight: tuple[Any, ...] = ()
+        # Commits queued by wait() while later steps already run, oldest first, each
+        # with what this handle looked like before it (restored if that commit fails).
+        self._inflight: deque[tuple[PendingCommit, tuple[Any, ...]]] = deque()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Jupyter's rich display: the graph with this run's path, and its status."""
@@ -923,16 +927,19 @@ class Run(Generic[StateT]):
     ) -> None:
         """Queue the step's commit and let the next step start while it runs.
 
-        The next step's node work overlaps this commit; its own commit, any tool or
-        model call it makes, and every answer to the user wait for this one first,
-        so nothing is acknowledged or sent out before the step it follows is durable.
+        Later steps' node work overlaps this commit, and their commits queue behind it
+        (the store applies them in order, several per transaction). Any tool or model
+        call that must not repeat, any lease or approval write, and every answer to
+        the user wait for all of them first, so nothing is acknowledged or sent out
+        before the steps it follows are durable.
         """
-        await self._settle()
+        await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
         events, calls = self._take_unsent()
-        self._before_inflight = tuple(getattr(self, name) for name in _ROLLED_BACK)
-        self._inflight = store.submit_step(
+        before = tuple(getattr(self, name) for name in _ROLLED_BACK)
+        pending = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
+        self._inflight.append((pending, before))
 
     def _take_unsent(self) -> tuple[list[Event], list[ToolCallRecord]]:
         """The events and call records that ride the next commit (handed over once)."""
@@ -940,20 +947,29 @@ class Run(Generic[StateT]):
         calls, self.ledger.unsent = self.ledger.unsent, []
         return events, calls
 
-    async def _settle(self) -> None:
-        """Wait for a queued commit; if it failed, this handle goes back to before it."""
-        pending = self._inflight
-        if pending is None:
-            return
-        self._inflight = None
-        try:
-            await pending.wait()
-        except BaseException as exc:
-            for name, value in zip(_ROLLED_BACK, self._before_inflight, strict=True):
-                setattr(self, name, value)
-            if isinstance(exc, LeaseLostError):
-                raise _Stop(self._lost(exc), RunStatus.RUNNING) from None
-            raise
+    async def _settle(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` queued commits are still in flight.
+
+        If one failed, every commit queued after it fails too (its parent checkpoint
+        is missing, see :class:`PipelinedStore`), and this handle goes back to how it
+        was before the failed one.
+        """
+        inflight = self._inflight
+        while len(inflight) > keep:
+            pending, before = inflight.popleft()
+            try:
+                await pending.wait()
+            except BaseException as exc:
+                later = list(inflight)
+                inflight.clear()
+                for queued, _ in later:
+                    with contextlib.suppress(Exception):
+                        await queued.wait()
+                for name, value in zip(_ROLLED_BACK, before, strict=True):
+                    setattr(self, name, value)
+                if isinstance(exc, LeaseLostError):
+                    raise _Stop(self._lost(exc), RunStatus.RUNNING) from None
+                raise
 
     def _lost(self, err: LeaseLostError) -> LeaseLostError:
         """Another process owns the run now: stop quietly, write nothing more."""

@@ -129,5 +129,7 @@ async def test_a_queued_commit_fenced_out_leaves_the_handle_at_the_last_durable_
         assert result.state.n == 2 and run.state.n == 2
         assert result.steps == 2
         assert _committed(path, run.id) == 2
-    # step 4 ran while step 3's commit was queued; it was dropped with it
-    assert ran == [1, 2, 3, 4]
+    # steps 4 and on ran while step 3's commit was queued (how many depends on how fast
+    # the writer is); all were dropped with it, and none ran twice
+    assert ran[:4] == [1, 2, 3, 4]
+    assert ran == list(range(1, len(ran) + 1))

@@ -225,8 +225,10 @@ class PipelinedStore(Protocol):
     """Optional: a store that can queue a commit and let the runtime go on meanwhile.
 
     The runtime overlaps the next step's work with the queued commit, and waits for
-    it before any later write, tool call or answer to the user. Commits queued by one
-    caller must be applied in the order they were queued.
+    it before any later write, tool call or answer to the user. A run may queue
+    several commits before it waits; they must be applied in the order they were
+    queued, and a commit whose parent checkpoint is missing (because the commit
+    before it failed) must fail and write nothing.
     """
 
     def submit_step(
