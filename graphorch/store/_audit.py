@@ -21,6 +21,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydantic_core import to_json
+
 from graphorch.events import Event
 from graphorch.exceptions import StoreError
 from graphorch.store.base import AuditRow
@@ -28,7 +30,6 @@ from graphorch.types import RunId
 
 __all__ = ["audit_row", "check_chain", "event_json", "genesis", "link"]
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def event_json(event: Event) -> str:
@@ -36,7 +37,10 @@ def event_json(event: Event) -> str:
     data = event.to_data()
     data.pop("run_id", None)  # the row's run holds it, and the chain's start binds it
     try:
-        return _encode(data)
+        # pydantic-core's encoder: the same compact JSON as json's with separators
+        # (",", ":") and ensure_ascii=False for what events hold, several times faster.
+        # The chain hashes the stored text, so verifying never re-encodes an event.
+        return to_json(data).decode()
     except (TypeError, ValueError) as exc:
         raise StoreError(f"event {event.kind!r} cannot be stored as JSON: {exc}") from None
 
