@@ -69,7 +69,14 @@ from .exceptions import (
 from .graph import Edge, FrozenGraph, fire
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
 from .store.approvals import ApprovalRecord
-from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate
+from .store.base import (
+    CheckpointWrite,
+    Lease,
+    PendingCommit,
+    PipelinedStore,
+    RunUpdate,
+    pipelined,
+)
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
@@ -96,7 +103,17 @@ _ROUTABLE = (
 )
 _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
 # what a step changes on its handle, put back if its queued commit fails
-_ROLLED_BACK = ("state", "seq", "steps", "next_nodes", "_backtracked", "_error")
+_ROLLED_BACK = (
+    "state",
+    "seq",
+    "steps",
+    "next_nodes",
+    "_backtracked",
+    "_error",
+    "status",
+    "reason",
+    "output",
+)
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 # Commits wait() may have queued and not yet seen durable. Several queued commits of
 # one run share a transaction in the writer (group commit); the bound keeps a run of
@@ -272,12 +289,7 @@ class Run(Generic[StateT]):
         self._stepping = False
         self.ledger = ledger if ledger is not None else CallLedger()
         self.publish = self._publish
-        store = runtime.store
-        # Asked of the class: a wrapper that forwards unknown attributes to a pipelined
-        # store must still see every commit go through its own commit_step.
-        self._pipelined: PipelinedStore | None = None
-        if hasattr(type(store), "submit_step") and isinstance(store, PipelinedStore):
-            self._pipelined = store
+        self._pipelined: PipelinedStore | None = pipelined(runtime.store)
         # Commits queued by wait() while later steps already run, oldest first, each
         # with what this handle looked like before it (restored if that commit fails).
         self._inflight: deque[tuple[PendingCommit, tuple[Any, ...]]] = deque()
@@ -861,7 +873,7 @@ class Run(Generic[StateT]):
             reason="reached end node " + ended.node if ended else None,
             output=output_json,
         )
-        if pipelined and ended is None and self._pipelined is not None:
+        if pipelined and self._pipelined is not None:
             await self._queue_commit(self._pipelined, write, update)
         else:
             await self._write(write, update)
@@ -1083,7 +1095,21 @@ class Run(Generic[StateT]):
         return StepResult(self.id, nodes, {}, (), self.status, self.steps, None, err)
 
     async def _release(self) -> None:
-        await self._settle()
+        store = self._pipelined
+        if store is None or self._lease is None:
+            await self._settle()
+        else:
+            # Queued behind the commits in flight, so it usually shares their
+            # transaction: one wait for the last step and the release together.
+            released = store.submit_release(self._lease)
+            try:
+                await self._settle()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await released.wait()
+            # only once the run's last commit is known to be durable
+            self._lease = None
+            return
         if self._lease is not None:
             lease, self._lease = self._lease, None
             with anyio.CancelScope(shield=True):

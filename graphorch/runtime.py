@@ -58,6 +58,7 @@ from .store.base import (
     RunUpdate,
     Store,
     StoredCheckpoint,
+    pipelined,
 )
 from .store.journal import CallStatus, ToolCallRecord
 from .store.memory import MemoryStore
@@ -159,6 +160,17 @@ class Runtime:
         self._graphs[frozen.name] = frozen
         return frozen
 
+    async def _create(self, record: RunRecord, write: CheckpointWrite, event: Event) -> Lease:
+        """Store a new run and take its lease (in one transaction where the store can)."""
+        store = self.store
+        fast = pipelined(store)
+        if fast is not None:
+            return await fast.create_run_leased(
+                record, write, [event], owner=self.owner, ttl=self.lease_ttl
+            )
+        await store.create_run(record, write, [event])
+        return await store.acquire_lease(record.run_id, self.owner, self.lease_ttl)
+
     async def _take_over(self, run_id: RunId) -> Lease:
         """Acquire a run's lease; a holder that died on this host gives it up at once."""
         try:
@@ -254,8 +266,7 @@ class Runtime:
             created_at=now,
         )
         event = RunStarted(run_id=rid, step=0, graph=frozen.name)
-        await self.store.create_run(record, write, [event])
-        lease = await self.store.acquire_lease(rid, self.owner, self.lease_ttl)
+        lease = await self._create(record, write, event)
         return Run(
             self,
             frozen,
@@ -432,8 +443,7 @@ class Runtime:
         event = RunStarted(
             run_id=rid, step=0, graph=frozen.name, forked_from=stored.info.checkpoint_id
         )
-        await self.store.create_run(record, write, [event])
-        lease = await self.store.acquire_lease(rid, self.owner, self.lease_ttl)
+        lease = await self._create(record, write, event)
         return self._handle(frozen, record, stored.meta, state, deps, lease, [event])
 
     def _load_state(

@@ -133,3 +133,65 @@ async def test_a_queued_commit_fenced_out_leaves_the_handle_at_the_last_durable_
     # the writer is); all were dropped with it, and none ran twice
     assert ran[:4] == [1, 2, 3, 4]
     assert ran == list(range(1, len(ran) + 1))
+
+
+def _run_row(path: Path, run_id: str) -> tuple[str, str | None, int]:
+    with sqlite3.connect(path) as conn:
+        row = conn.execute(
+            "SELECT status, lease_owner, lease_epoch FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    return (str(row[0]), row[1], int(row[2]))
+
+
+async def test_a_new_run_holds_its_lease_and_gives_it_up_with_its_last_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.db"
+
+    async def work(state: Counter) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    async with go.SQLiteStore(path) as store:
+        rt = go.Runtime(store)
+        run = await rt.start(_loop(5, work), Counter())
+        # stored and leased in one go: another process sees an owned run
+        assert _run_row(path, run.id) == ("running", rt.owner, 1)
+        assert [e.kind for e in await store.list_events(run.id)] == ["run_started"]
+        result = await run.wait()
+        assert result.status is go.RunStatus.SUCCEEDED
+        # when wait() returns the end is durable and the lease is free
+        assert _run_row(path, run.id) == ("succeeded", None, 1)
+        assert _committed(path, run.id) == result.steps  # the end step too
+
+
+async def test_a_fenced_out_last_commit_leaves_the_run_unfinished_and_the_lease_alone(
+    tmp_path: Path,
+) -> None:
+    """The run reaches its end node while another owner took it: the end is not
+    written, the handle does not claim it succeeded, and the new owner's lease stays."""
+    path = tmp_path / "p.db"
+
+    async def work(state: Counter, ctx: go.Context[Any]) -> dict[str, Any]:
+        if state.n + 1 == 4:
+            await ctx.tools.call("mark")  # steps 1-3 are durable first
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE runs SET lease_epoch = lease_epoch + 1, lease_owner = 'other'")
+        return {"n": state.n + 1}
+
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def mark() -> None:  # pyright: ignore[reportUnusedFunction]
+        return None
+
+    async with go.SQLiteStore(path) as store:
+        rt = go.Runtime(store, tools=tools)
+        run = await rt.start(_loop(4, work), Counter())
+        result = await run.wait()
+        assert result.status is go.RunStatus.RUNNING
+        assert isinstance(result.error, go.LeaseLostError)
+        assert result.output is None
+        assert result.state.n == 3 and result.steps == 3
+        assert (await rt.state_at(run.id)).n == 3
+    assert _run_row(path, run.id) == ("running", "other", 2)
+    assert _committed(path, run.id) == 3

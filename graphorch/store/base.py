@@ -39,6 +39,7 @@ __all__ = [
     "Store",
     "StoredCheckpoint",
     "apply_append",
+    "pipelined",
 ]
 
 
@@ -244,6 +245,33 @@ class PipelinedStore(Protocol):
     ) -> PendingCommit:
         """Queue what :meth:`Store.commit_step` commits, and return at once."""
         ...
+
+    def submit_release(self, lease: Lease) -> PendingCommit:
+        """Queue :meth:`Store.release_lease` behind the queued commits; return at once."""
+        ...
+
+    async def create_run_leased(
+        self,
+        run: RunRecord,
+        checkpoint: CheckpointWrite,
+        events: Sequence[Event],
+        *,
+        owner: str,
+        ttl: float,
+    ) -> Lease:
+        """:meth:`Store.create_run` then :meth:`Store.acquire_lease`, in one transaction."""
+        ...
+
+
+def pipelined(store: object) -> PipelinedStore | None:
+    """``store`` as a :class:`PipelinedStore`, or None if it is not one.
+
+    Asked of the class: a wrapper that forwards unknown attributes to a pipelined
+    store must still see every commit go through its own ``commit_step``.
+    """
+    if hasattr(type(store), "submit_step") and isinstance(store, PipelinedStore):
+        return store
+    return None
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -342,6 +342,30 @@ class SQLiteStore:
         self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
     ) -> None:
         """Store a new run with its first checkpoint and events, in one transaction."""
+        await self._writer.call(self._create_job(run, checkpoint, events))
+
+    async def create_run_leased(
+        self,
+        run: RunRecord,
+        checkpoint: CheckpointWrite,
+        events: Sequence[Event],
+        *,
+        owner: str,
+        ttl: float,
+    ) -> Lease:
+        """:meth:`create_run` and :meth:`acquire_lease` in one transaction."""
+        create = self._create_job(run, checkpoint, events)
+        lease = self._lease_job(run.run_id, owner, ttl, None)
+
+        def job(conn: sqlite3.Connection) -> Lease:
+            create(conn)
+            return lease(conn)
+
+        return await self._writer.call(job)
+
+    def _create_job(
+        self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
+    ) -> Callable[[sqlite3.Connection], None]:
         payload = _payload(run.run_id, events)
         cus, coff = encode_time(run.created_at)
         uus, uoff = encode_time(run.updated_at)
@@ -381,7 +405,7 @@ class SQLiteStore:
                 )
             self._insert_events(conn, rk, run.run_id, payload)
 
-        await self._writer.call(job)
+        return job
 
     async def commit_step(
         self,
@@ -491,7 +515,11 @@ class SQLiteStore:
     ) -> Lease:
         """Take ownership of a run for ``ttl`` seconds, with a new, higher epoch (also
         from ``steal_from``, a holder known to be gone, before its lease expires)."""
+        return await self._writer.call(self._lease_job(run_id, owner, ttl, steal_from))
 
+    def _lease_job(
+        self, run_id: RunId, owner: str, ttl: float, steal_from: str | None
+    ) -> Callable[[sqlite3.Connection], Lease]:
         def job(conn: sqlite3.Connection) -> Lease:
             fence = self._get_fence(conn, run_id)
             holder, epoch, expires = fence.owner, fence.epoch, fence.expires or 0.0
@@ -512,7 +540,7 @@ class SQLiteStore:
             fence.owner, fence.epoch, fence.expires = owner, lease.epoch, lease.expires_at
             return lease
 
-        return await self._writer.call(job)
+        return job
 
     async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         """Extend a lease. Raises LeaseLostError if another owner took the run."""
@@ -533,6 +561,10 @@ class SQLiteStore:
 
     async def release_lease(self, lease: Lease) -> None:
         """Give a lease up (no error if it was already lost)."""
+        await self.submit_release(lease).wait()
+
+    def submit_release(self, lease: Lease) -> Job[None]:
+        """Queue :meth:`release_lease` and return at once (after queued commits)."""
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -542,7 +574,7 @@ class SQLiteStore:
             )
             self._fence.pop(lease.run_id, None)
 
-        await self._writer.call(job)
+        return self._writer.submit(job)
 
     def _delete_runs(self, conn: sqlite3.Connection, run_ids: list[str]) -> None:
         for start in range(0, len(run_ids), 500):
