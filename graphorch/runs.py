@@ -583,9 +583,14 @@ class Run(Generic[StateT]):
         retry = node.retry
         attempts = retry.attempts if retry is not None else 1
         attempt = 1
+        direct = _direct_fn(node)
         while True:
             try:
                 if node.timeout is None:
+                    if direct is not None:
+                        # the usual plan node, an async function of the state: called
+                        # here rather than two coroutines deeper
+                        return self._outcome(node, await direct(self.state))
                     return await self._call_node(node, attempt)
                 with anyio.fail_after(node.timeout):
                     return await self._call_node(node, attempt)
@@ -1126,6 +1131,18 @@ async def invoke_node_fn(run: Run[Any], node: Node, fn: Any, attempt: int) -> An
     """Call a node's user function with the run's state and a fresh Context."""
     make = functools.partial(run._context, node, attempt)  # pyright: ignore[reportPrivateUsage]
     return await _invoke(fn, run.state, make)
+
+
+def _direct_fn(node: Node) -> Any:
+    """A plan node's function if it is async and takes only the state, else None."""
+    if isinstance(node, PlanNode) and node.fn is not None:
+        fn = node.fn
+        try:
+            if _calling(fn) == (False, True):
+                return fn
+        except TypeError:  # unhashable callable: take the general path
+            return None
+    return None
 
 
 @functools.cache
