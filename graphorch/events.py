@@ -57,8 +57,7 @@ class Event(KwRecord):
     def to_data(self) -> dict[str, Any]:
         """A JSON-ready dict of this event, with its ``kind``."""
         data: dict[str, Any] = {"kind": self.kind}
-        for name in self.__fields__:
-            data[name] = getattr(self, name)
+        data.update(self.__dict__)  # a record's dict holds exactly its fields, in order
         return data
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["compact", "expand", "expander"]
+__all__ = ["compact", "compact_many", "expand", "expander"]
 
 # Codes 0x01-0x0c: the opening of the most frequent kinds.
 _KINDS = (
@@ -96,6 +96,26 @@ def compact(text: str, run_id: str, *, checked: bool = False) -> str:
     for field, code in fields:
         text = text.replace(field, code)
     return text.replace(f'"{run_id}:', '"' + _RUN)
+
+
+def compact_many(texts: list[str], run_id: str) -> list[str]:
+    """:func:`compact` of many events' JSON straight from the encoder, in one pass.
+
+    A code expands to the same text wherever it stands, and a newline cannot occur
+    in an encoder's JSON: the texts are joined by newlines, every replacement is
+    made once over the whole, and the result is split again.
+    """
+    if len(texts) < 4:
+        return [compact(text, run_id, checked=True) for text in texts]
+    joined = "\n".join(texts)
+    kinds = {text[9 : text.find(_STEP, 9)] for text in texts if text.startswith(_PREFIX)}
+    for kind in kinds:
+        code = _KIND_CODE.get(kind)
+        if code is not None:
+            joined = joined.replace(f"{_PREFIX}{kind}{_STEP}", code)
+    for field, code in _FIELD_CODES:
+        joined = joined.replace(field, code)
+    return joined.replace(f'"{run_id}:', '"' + _RUN).split("\n")
 
 
 def expander(run_id: str) -> dict[int, str]:

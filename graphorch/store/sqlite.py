@@ -22,7 +22,7 @@ from graphorch.exceptions import (
 from graphorch.store import _sqlite_approvals as approvals_sql
 from graphorch.store import _sqlite_journal as journal_sql
 from graphorch.store._audit import event_json, genesis, link
-from graphorch.store._sqlite_events import compact, expand, expander
+from graphorch.store._sqlite_events import compact_many, expand, expander
 from graphorch.store._sqlite_rows import (
     CP_COLS,
     CP_FROM,
@@ -74,11 +74,8 @@ __all__ = ["SQLiteStore"]
 def _payload(run_id: str, events: Sequence[Event]) -> list[tuple[str, str]]:
     """Each event's JSON as hashed and its compact stored form, made by the caller so
     the writer thread only inserts."""
-    out: list[tuple[str, str]] = []
-    for event in events:
-        text = event_json(event)
-        out.append((text, compact(text, run_id, checked=True)))
-    return out
+    texts = [event_json(event) for event in events]
+    return list(zip(texts, compact_many(texts, run_id), strict=True))
 
 
 @dataclass

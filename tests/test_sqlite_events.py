@@ -1,0 +1,59 @@
+"""The compact form events are stored in expands back to their exact JSON."""
+
+from __future__ import annotations
+
+from graphorch.events import CustomEvent, Event, RunStarted, StepFinished, StepStarted
+from graphorch.store._audit import event_json
+from graphorch.store._sqlite_events import compact, compact_many, expand, expander
+
+RUN = "r-0123abcd"
+
+
+def _events() -> list[Event]:
+    out: list[Event] = [RunStarted(run_id=RUN, step=0, graph="g")]
+    for i in range(6):
+        out.append(
+            StepFinished(
+                run_id=RUN,
+                step=i + 1,
+                node=f"b{i}",
+                changed=("total",),
+                next_nodes=("join",),
+                checkpoint=f"{RUN}:{i + 1}",
+            )
+        )
+    out.append(StepStarted(run_id=RUN, step=7, node='odd "name",\n'))
+    # user data that looks like the text the codes stand for, and the run id in values
+    out.append(
+        CustomEvent(
+            run_id=RUN,
+            step=7,
+            node="n",
+            name="x",
+            data={
+                "nested": {"kind": "step_finished", "step": 3, "at": 1.5},
+                "text": f'{RUN}: ,"node": \\n',
+                "ref": f"{RUN}:4",
+            },
+        )
+    )
+    return out
+
+
+def test_compacting_many_events_at_once_expands_to_the_exact_json() -> None:
+    texts = [event_json(e) for e in _events()]
+    table = expander(RUN)
+    stored = compact_many(texts, RUN)
+    assert len(stored) == len(texts)
+    assert [expand(s, table) for s in stored] == texts
+    # the same round trip one by one, and the batch is as compact
+    singles = [compact(t, RUN, checked=True) for t in texts]
+    assert [expand(s, table) for s in singles] == texts
+    assert sum(map(len, stored)) <= sum(map(len, singles))
+    assert sum(map(len, stored)) < sum(map(len, texts)) * 0.7
+
+
+def test_few_events_take_the_one_by_one_path_with_the_same_result() -> None:
+    texts = [event_json(e) for e in _events()[:3]]
+    stored = compact_many(texts, RUN)
+    assert stored == [compact(t, RUN, checked=True) for t in texts]
