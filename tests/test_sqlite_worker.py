@@ -1,16 +1,23 @@
-"""The SQLite writer thread: group commit, one failing job failing alone, wake-ups."""
+"""The SQLite writer thread: group commit, one failing job failing alone, wake-ups,
+and step commits whose rows wait for the end of their batch."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
+import graphorch as go
+from graphorch.events import Event, StepFinished
 from graphorch.exceptions import StoreError
 from graphorch.store._sqlite_worker import Worker
+from graphorch.store.base import CheckpointWrite, RunUpdate, SetField
 
 
 def _opener(path: Path):  # type: ignore[no-untyped-def]
@@ -94,3 +101,127 @@ async def test_a_job_awaited_after_it_finished_and_one_awaited_before(tmp_path: 
         assert _rows(path) == [1, 2]
     finally:
         await worker.close()
+
+
+# -- step commits deferred to the end of a batch (SQLiteStore) ----------------------
+
+
+class _Counter(BaseModel):
+    n: int = 0
+
+
+def _chain(steps: int) -> go.Graph[_Counter, None]:
+    g: go.Graph[_Counter, None] = go.Graph("chain", state=_Counter)
+
+    async def inc(state: _Counter) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    for i in range(steps):
+        g.plan(f"n{i}", inc)
+    g.end("done")
+    g.edge(go.START, "n0")
+    for i in range(steps - 1):
+        g.edge(f"n{i}", f"n{i + 1}")
+    g.edge(f"n{steps - 1}", "done")
+    return g
+
+
+def _step_write(run_id: str, seq: int, n: int) -> tuple[CheckpointWrite, list[Event]]:
+    cp = CheckpointWrite(
+        checkpoint_id=f"{run_id}:{seq}",
+        run_id=run_id,
+        seq=seq,
+        parent=f"{run_id}:{seq - 1}",
+        nodes=("n0",),
+        next_nodes=("n1",),
+        status=go.RunStatus.RUNNING,
+        writes={"n": SetField(json=str(n).encode())},
+        meta=b'{"steps":1,"visits":{}}',
+        created_at=datetime.now(UTC),
+    )
+    event = StepFinished(
+        run_id=run_id,
+        step=seq,
+        node="n0",
+        changed=("n",),
+        next_nodes=("n1",),
+        checkpoint=cp.checkpoint_id,
+    )
+    return cp, [event]
+
+
+async def test_many_runs_committing_together_keep_exact_histories_and_chains(
+    tmp_path: Path,
+) -> None:
+    async with go.SQLiteStore(tmp_path / "s.db") as store:
+        rt = go.Runtime(store)
+        g = _chain(6).freeze()
+        results: list[go.RunResult[_Counter]] = []
+
+        async def one() -> None:
+            results.append(await (await rt.start(g, _Counter())).wait())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(40):
+                tg.start_soon(one)
+        assert len(results) == 40
+        for result in results:
+            assert result.status is go.RunStatus.SUCCEEDED and result.state.n == 6
+            assert [c.seq for c in await rt.history(result.run_id)] == list(range(8))
+            events = await store.list_events(result.run_id)
+            assert [e.kind for e in events].count("step_finished") == 7
+        report = await store.verify_events()
+        assert report.ok, report
+
+
+async def test_a_deferred_row_that_breaks_a_constraint_fails_its_own_commit_only(
+    tmp_path: Path,
+) -> None:
+    async with go.SQLiteStore(tmp_path / "s.db") as store:
+        rt = go.Runtime(store)
+        run = await rt.start(_chain(3), _Counter())
+        gate = threading.Event()
+        blocker = store._writer.submit(lambda conn: gate.wait(10))  # pyright: ignore[reportPrivateUsage]
+        update = RunUpdate(status=go.RunStatus.RUNNING)
+        first_cp, first_events = _step_write(run.id, 1, 1)
+        again_cp, again_events = _step_write(run.id, 1, 7)  # the same checkpoint again
+        first = store.submit_step(None, first_cp, update, first_events, run_id=run.id)
+        again = store.submit_step(None, again_cp, update, again_events, run_id=run.id)
+        gate.set()
+        await blocker.wait()
+        await first.wait()
+        with pytest.raises(go.StoreError, match="already exists"):
+            await again.wait()
+        assert (await rt.state_at(run.id)).n == 1
+        events = await store.list_events(run.id)
+        assert [e.kind for e in events] == ["run_started", "step_finished"]
+        assert (await store.verify_events(run.id)).ok
+
+
+async def test_a_delete_queued_between_commits_leaves_no_row_behind(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with go.SQLiteStore(path) as store:
+        rt = go.Runtime(store)
+        run = await rt.start(_chain(3), _Counter())
+        keep = await rt.start(_chain(3), _Counter())
+        gate = threading.Event()
+        blocker = store._writer.submit(lambda conn: gate.wait(10))  # pyright: ignore[reportPrivateUsage]
+        update = RunUpdate(status=go.RunStatus.RUNNING)
+        cp, events = _step_write(run.id, 1, 1)
+        committed = store.submit_step(None, cp, update, events, run_id=run.id)
+        kept_cp, kept_events = _step_write(keep.id, 1, 1)
+        kept = store.submit_step(None, kept_cp, update, kept_events, run_id=keep.id)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.delete_run, run.id)
+            await anyio.wait_all_tasks_blocked()  # the delete is queued behind the commits
+            gate.set()
+        await blocker.wait()
+        await committed.wait()
+        await kept.wait()
+        with pytest.raises(go.RunNotFoundError):
+            await store.get_run(run.id)
+        assert (await rt.state_at(keep.id)).n == 1
+    with sqlite3.connect(path) as conn:
+        for table in ("checkpoints", "events", "event_chains"):
+            rks = {r[0] for r in conn.execute(f"SELECT DISTINCT rk FROM {table}")}
+            assert len(rks) == 1, table  # only the kept run's rows

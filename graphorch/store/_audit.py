@@ -31,7 +31,6 @@ from graphorch.types import RunId
 __all__ = ["audit_row", "check_chain", "event_json", "genesis", "link"]
 
 
-
 def event_json(event: Event) -> str:
     """The JSON an event is stored and hashed as: its data without its run id."""
     data = event.to_data()

@@ -67,11 +67,19 @@ def translate(exc: BaseException, path: str) -> BaseException:
 class Job(Generic[T]):
     """One unit of work for a worker, with a slot for its outcome."""
 
-    __slots__ = ("done", "error", "fn", "result", "solo", "waiter")
+    __slots__ = ("deferrable", "done", "error", "fn", "result", "solo", "waiter")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> None:
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        solo: bool = False,
+        deferrable: bool = False,
+    ) -> None:
         self.fn = fn
         self.solo = solo  # runs alone, outside any transaction (VACUUM, checkpoints)
+        # its rows may wait for the end of the batch (see Worker's ``defer``)
+        self.deferrable = deferrable
         self.result: T | None = None
         self.error: BaseException | None = None
         self.done = False  # set by the worker thread once result/error are final
@@ -148,6 +156,10 @@ class Worker:
         on_begin: called in the thread at the start of every write transaction.
         on_rollback: called in the thread when a job or a transaction was rolled back,
             so caches built from uncommitted rows can be dropped.
+        defer: called before a deferrable job of a batch's optimistic pass: from then
+            on the jobs may leave rows for ``flush``.
+        flush: called before any other job of that pass and before COMMIT: writes
+            what deferrable jobs left, and ends the deferring.
     """
 
     def __init__(
@@ -159,8 +171,12 @@ class Worker:
         transactional: bool,
         on_begin: Callable[[sqlite3.Connection], None] | None = None,
         on_rollback: Callable[[], None] | None = None,
+        defer: Callable[[], None] | None = None,
+        flush: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         self._opener = opener
+        self._defer = defer
+        self._flush = flush
         self._path = path
         self._transactional = transactional
         self._on_begin = on_begin
@@ -181,14 +197,20 @@ class Worker:
         """Run ``fn(conn)`` in the worker thread and return its result."""
         return await self.submit(fn, solo=solo).wait()
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> Job[T]:
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        solo: bool = False,
+        deferrable: bool = False,
+    ) -> Job[T]:
         """Queue ``fn(conn)`` and return at once; ``await job.wait()`` for its outcome.
 
         Jobs run in the order they were submitted.
         """
         if self._closed:
             raise StoreError("the store is closed")
-        job: Job[T] = Job(fn, solo=solo)
+        job: Job[T] = Job(fn, solo=solo, deferrable=deferrable)
         self._queue.put(job)
         return job
 
@@ -329,9 +351,17 @@ class Worker:
         """
         if not self._start(conn, batch):
             return True
+        defer, flush = self._defer, self._flush
         try:
             for job in batch:
+                if defer is not None and flush is not None:
+                    if job.deferrable:
+                        defer()
+                    else:
+                        flush(conn)  # it may read or delete what was deferred
                 job.result = job.fn(conn)
+            if flush is not None:
+                flush(conn)
             conn.execute("COMMIT")
             return True
         except BaseException:

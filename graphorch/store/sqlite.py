@@ -21,33 +21,29 @@ from graphorch.exceptions import (
 )
 from graphorch.store import _sqlite_approvals as approvals_sql
 from graphorch.store import _sqlite_journal as journal_sql
-from graphorch.store._audit import event_json, genesis, link
+from graphorch.store._audit import event_json, genesis
 from graphorch.store._sqlite_events import compact_many, expand, expander
+from graphorch.store._sqlite_retention import collect_garbage, delete_runs, prune_checkpoints
 from graphorch.store._sqlite_rows import (
     CP_COLS,
     CP_FROM,
-    GC_SQL,
     RK,
     RUN_COLS,
     RUN_SELECT,
     TERMINAL,
-    canonical,
     info_from_row,
-    names_json,
     run_from_row,
     runs_query,
     split_id,
 )
 from graphorch.store._sqlite_schema import check_file, open_connection
 from graphorch.store._sqlite_values import (
-    Ref,
-    ValueCache,
     decode_fields,
-    encode_fields,
     encode_time,
     materialize,
 )
 from graphorch.store._sqlite_worker import Job, Worker
+from graphorch.store._sqlite_writes import RowWriter
 from graphorch.store.approvals import (
     ApprovalRecord,
     ApprovalStatus,
@@ -55,7 +51,6 @@ from graphorch.store.approvals import (
     check_decision,
 )
 from graphorch.store.base import (
-    AppendField,
     AuditReport,
     AuditRow,
     CheckpointInfo,
@@ -139,10 +134,7 @@ class SQLiteStore:
         self.durability: Literal["normal", "full"] = durability
         self._busy_timeout = busy_timeout
         # Writer-thread caches; valid only while no other connection committed.
-        self._values = ValueCache()
-        self._maps: dict[str, dict[str, Ref]] = {}
-        self._ev_tail: dict[int, tuple[int, bytes]] = {}  # run key -> (next n, last hash)
-        self._shapes: dict[tuple[str, str, str, str], int] = {}
+        self._rows = RowWriter()
         self._fence: dict[str, _Fence] = {}
         self._data_version: int | None = None
         self._writer = Worker(
@@ -152,6 +144,8 @@ class SQLiteStore:
             transactional=True,
             on_begin=self._on_begin,
             on_rollback=self._clear_caches,
+            defer=self._rows.defer,
+            flush=self._rows.flush,
         )
         self._reader = Worker(
             "graphorch-sqlite-reader", self._open_reader, resolved, transactional=False
@@ -184,138 +178,14 @@ class SQLiteStore:
         )
 
     def _clear_caches(self) -> None:
-        self._values.clear()
-        self._maps.clear()
-        self._ev_tail.clear()
+        self._rows.clear()
         self._fence.clear()
-        self._shapes.clear()
 
     def _on_begin(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if version != self._data_version:
             self._clear_caches()  # another connection committed: rows may be gone
             self._data_version = version
-
-    def _load_map(self, conn: sqlite3.Connection, checkpoint_id: str) -> dict[str, Ref]:
-        cached = self._maps.get(checkpoint_id)
-        if cached is not None:
-            return cached
-        row = None
-        parts = split_id(checkpoint_id)
-        if parts is not None:
-            row = conn.execute(
-                f"SELECT fields FROM checkpoints WHERE rk = {RK} AND seq = ? AND cpid IS NULL",
-                parts,
-            ).fetchone()
-        if row is None:
-            row = conn.execute(
-                "SELECT fields FROM checkpoints WHERE cpid = ?", (checkpoint_id,)
-            ).fetchone()
-        if row is None:
-            raise CheckpointNotFoundError(
-                f"parent checkpoint {checkpoint_id!r} does not exist (deleted or pruned?)"
-            )
-        return decode_fields(row[0])
-
-    def _shape(self, conn: sqlite3.Connection, key: tuple[str, str, str, str]) -> int:
-        """The id of a checkpoint shape (nodes, next nodes, status, changed), stored once."""
-        sid = self._shapes.get(key)
-        if sid is None:
-            row = conn.execute(
-                "SELECT id FROM shapes WHERE nodes = ? AND next_nodes = ? AND status = ?"
-                " AND changed = ?",
-                key,
-            ).fetchone()
-            if row is not None:
-                sid = int(row[0])
-            else:
-                cur = conn.execute(
-                    "INSERT INTO shapes (nodes, next_nodes, status, changed) VALUES (?, ?, ?, ?)",
-                    key,
-                )
-                sid = int(cur.lastrowid or 0)
-            if len(self._shapes) > 10_000:
-                self._shapes.clear()
-            self._shapes[key] = sid
-        return sid
-
-    def _insert_checkpoint(self, conn: sqlite3.Connection, rk: int, cp: CheckpointWrite) -> None:
-        base = {} if cp.parent is None else self._load_map(conn, cp.parent)
-        fields = dict(base)
-        for name, change in cp.writes.items():
-            if isinstance(change, AppendField):
-                fields[name] = self._values.append(conn, fields.get(name), change.items)
-            else:
-                fields[name] = self._values.put(conn, change.json)
-        if cp.parent is None:
-            parent: str | None = None
-        elif cp.parent == canonical(cp.run_id, cp.seq - 1):
-            parent = ""
-        else:
-            parent = cp.parent
-        cpid = None if cp.checkpoint_id == canonical(cp.run_id, cp.seq) else cp.checkpoint_id
-        us, off = encode_time(cp.created_at)
-        shape = self._shape(
-            conn,
-            (
-                names_json(cp.nodes),
-                names_json(cp.next_nodes),
-                cp.status.value,
-                names_json(tuple(cp.writes)),
-            ),
-        )
-        try:
-            conn.execute(
-                "INSERT INTO checkpoints (rk, seq, cpid, parent, shape, fields, meta,"
-                " created_us, created_off) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rk, cp.seq, cpid, parent, shape, encode_fields(fields), cp.meta, us, off),
-            )
-        except sqlite3.IntegrityError:
-            raise StoreError(
-                f"checkpoint {cp.checkpoint_id!r} (run {cp.run_id}, seq {cp.seq}) already "
-                "exists; a checkpoint is written once"
-            ) from None
-        if len(self._maps) > 10_000:
-            self._maps.clear()
-        if parent == "":
-            self._maps.pop(cp.parent or "", None)
-        self._maps[cp.checkpoint_id] = fields
-
-    def _insert_events(
-        self, conn: sqlite3.Connection, rk: int, run_id: str, events: list[tuple[str, str]]
-    ) -> None:
-        """Append events given as (JSON as hashed, form stored) to the run's chain."""
-        if not events:
-            return
-        tail = self._ev_tail.get(rk)
-        if tail is None:
-            # The recorded head, not the last row: rows deleted from the end of the log
-            # stay a visible gap instead of being silently chained over.
-            row = conn.execute("SELECT n, hash FROM event_chains WHERE rk = ?", (rk,)).fetchone()
-            if row is None:  # the head itself was deleted: go on from the last row
-                row = conn.execute(
-                    "SELECT n + 1, hash FROM events WHERE rk = ? ORDER BY n DESC LIMIT 1", (rk,)
-                ).fetchone()
-            tail = (0, genesis(run_id)) if row is None else (int(row[0]), bytes(row[1]))
-        n, prev = tail
-        if len(events) == 1:
-            prev = link(prev, events[0][0])
-            conn.execute(
-                "INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)",
-                (rk, n, events[0][1], prev),
-            )
-            n += 1
-        else:
-            rows: list[tuple[int, int, str, bytes]] = []
-            for full, stored in events:
-                prev = link(prev, full)
-                rows.append((rk, n, stored, prev))
-                n += 1
-            conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
-        conn.execute("UPDATE event_chains SET n = ?, hash = ? WHERE rk = ?", (n, prev, rk))
-        if len(self._ev_tail) > 10_000:
-            self._ev_tail.clear()
-        self._ev_tail[rk] = (n, prev)
 
     def _get_fence(self, conn: sqlite3.Connection, run_id: str) -> _Fence:
         fence = self._fence.get(run_id)
@@ -395,12 +265,12 @@ class SQLiteStore:
                 (rk, genesis(run.run_id)),
             )
             if checkpoint.run_id == run.run_id:
-                self._insert_checkpoint(conn, rk, checkpoint)
+                self._rows.insert_checkpoint(conn, rk, checkpoint)
             else:
-                self._insert_checkpoint(
+                self._rows.insert_checkpoint(
                     conn, self._get_fence(conn, checkpoint.run_id).rk, checkpoint
                 )
-            self._insert_events(conn, rk, run.run_id, payload)
+            self._rows.insert_events(conn, rk, run.run_id, payload)
 
         return job
 
@@ -454,14 +324,14 @@ class SQLiteStore:
                 )
                 fence.status, fence.reason, fence.error_node, fence.output = wanted
             if checkpoint is not None:
-                self._insert_checkpoint(conn, fence.rk, checkpoint)
-            self._insert_events(conn, fence.rk, run_id, payload)
+                self._rows.insert_checkpoint(conn, fence.rk, checkpoint)
+            self._rows.insert_events(conn, fence.rk, run_id, payload)
             if calls:
                 journal_sql.put_calls(conn, fence.rk, run_id, calls)
             if approvals:
                 approvals_sql.insert(conn, run_id, approvals)
 
-        return self._writer.submit(job)
+        return self._writer.submit(job, deferrable=True)
 
     def _fenced(self, conn: sqlite3.Connection, lease: Lease | None, run_id: str) -> _Fence:
         """The run's fence, once ``lease`` (if any) is checked to still hold it."""
@@ -488,7 +358,7 @@ class SQLiteStore:
 
         def job(conn: sqlite3.Connection) -> None:
             fence = self._fenced(conn, lease, run_id)
-            self._insert_events(conn, fence.rk, run_id, payload)
+            self._rows.insert_events(conn, fence.rk, run_id, payload)
             if calls:
                 journal_sql.put_calls(conn, fence.rk, run_id, calls)
 
@@ -503,7 +373,7 @@ class SQLiteStore:
         def job(conn: sqlite3.Connection) -> None:
             approvals_sql.decide(conn, record)
             rk = self._get_fence(conn, record.run_id).rk
-            self._insert_events(conn, rk, record.run_id, payload)
+            self._rows.insert_events(conn, rk, record.run_id, payload)
 
         await self._writer.call(job)
 
@@ -573,23 +443,8 @@ class SQLiteStore:
 
         return self._writer.submit(job)
 
-    def _delete_runs(self, conn: sqlite3.Connection, run_ids: list[str]) -> None:
-        for start in range(0, len(run_ids), 500):
-            chunk = run_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            keys = [
-                int(r[0])
-                for r in conn.execute(f"SELECT rk FROM runs WHERE run_id IN ({marks})", chunk)
-            ]
-            rks = ",".join("?" * len(keys))
-            for table in ("events", "event_chains", "tool_calls", "checkpoints"):
-                conn.execute(f"DELETE FROM {table} WHERE rk IN ({rks})", keys)
-            conn.execute(f"DELETE FROM approvals WHERE run_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM runs WHERE rk IN ({rks})", keys)
-
     def _collect_garbage(self, conn: sqlite3.Connection) -> None:
-        for statement in GC_SQL:
-            conn.execute(statement)
+        collect_garbage(conn)
         self._clear_caches()
 
     async def delete_run(self, run_id: RunId) -> None:
@@ -603,7 +458,7 @@ class SQLiteStore:
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
                 raise RunNotFoundError(run_id)
             self._clear_caches()
-            self._delete_runs(conn, [run_id])
+            delete_runs(conn, [run_id])
             self._collect_garbage(conn)
 
         await self._writer.call(job)
@@ -627,7 +482,7 @@ class SQLiteStore:
             ids = [str(r[0]) for r in conn.execute(sql, args)]
             if ids:
                 self._clear_caches()
-                self._delete_runs(conn, ids)
+                delete_runs(conn, ids)
                 self._collect_garbage(conn)
             return len(ids)
 
@@ -647,45 +502,10 @@ class SQLiteStore:
             raise ValueError("keep_last must be at least 1: the head is always kept")
 
         def job(conn: sqlite3.Connection) -> int:
-            found = conn.execute("SELECT rk FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if found is None:
-                raise RunNotFoundError(run_id)
-            rk = int(found[0])
-            seqs: list[tuple[int, str | None]] = [
-                (int(r[0]), r[1])
-                for r in conn.execute(
-                    "SELECT seq, cpid FROM checkpoints WHERE rk = ? ORDER BY seq DESC", (rk,)
-                )
-            ]
-            if not seqs:
-                return 0
-            head = seqs[0][0]
-            victims = {
-                (cpid or canonical(run_id, seq)): seq
-                for seq, cpid in seqs[keep_last:]
-                if seq != head
-            }
-            if not victims:
-                return 0
-            names = list(victims)
-            for start in range(0, len(names), 500):
-                chunk = names[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for r in conn.execute(
-                    "SELECT parent FROM checkpoints WHERE parent <> '' AND rk <> ?"
-                    f" AND parent IN ({marks})",
-                    [rk, *chunk],
-                ):
-                    victims.pop(str(r[0]), None)  # a fork still points here
-            gone = list(victims.values())
-            for start in range(0, len(gone), 500):
-                chunk = gone[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                conn.execute(
-                    f"DELETE FROM checkpoints WHERE rk = ? AND seq IN ({marks})", [rk, *chunk]
-                )
-            self._collect_garbage(conn)
-            return len(gone)
+            pruned = prune_checkpoints(conn, run_id, keep_last)
+            if pruned:
+                self._collect_garbage(conn)
+            return pruned
 
         return await self._writer.call(job)
 

@@ -1,0 +1,94 @@
+"""Rows a batch of step commits writes, inserted together just before COMMIT.
+
+Every statement the writer thread runs hands the GIL to the event loop and waits to
+get it back. With one INSERT per checkpoint and per event, plus an UPDATE of the
+run's chain head, a batch of a thousand steps from a thousand concurrent runs meant
+thousands of such hand-offs, which cost the event loop more than the writes
+themselves. Deferred rows go in with multi-row statements (a few per table per
+batch), and each run's chain head is written once per batch.
+
+Only the writer's optimistic pass defers (see ``Worker``): if a deferred row breaks a
+constraint, the whole batch is rolled back and run again with each job's rows
+written at once, so the error lands on the job that caused it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Any
+
+__all__ = ["BatchRows"]
+
+# Rows per statement: a few fixed sizes, so the connection's statement cache keeps
+# every variant prepared. 64 rows of the widest table stay under SQLite's oldest
+# limit of 999 bound variables.
+_SIZES = (64, 16, 4, 1)
+
+_CHECKPOINT_COLS = "rk, seq, cpid, parent, shape, fields, meta, created_us, created_off"
+
+
+@functools.cache
+def _insert_sql(table: str, cols: str, width: int, rows: int) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return f"INSERT INTO {table} ({cols}) VALUES " + ", ".join([one] * rows)
+
+
+@functools.cache
+def _chains_sql(rows: int) -> str:
+    # UPDATE ... FROM, not an upsert: a head that was deleted stays deleted, exactly
+    # as the one-row UPDATE leaves it.
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return (
+        f"UPDATE event_chains SET n = v.column2, hash = v.column3 FROM (VALUES {values})"
+        " AS v WHERE event_chains.rk = v.column1"
+    )
+
+
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+def _insert_many(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], sql: Any) -> None:
+    """Run ``sql(size)`` over ``rows`` with as few statements as the fixed sizes allow."""
+    i, total = 0, len(rows)
+    for size in _SIZES:
+        while total - i >= size:
+            chunk = rows[i : i + size]
+            conn.execute(sql(size), [value for row in chunk for value in row])
+            i += size
+
+
+class BatchRows:
+    """Checkpoint rows, event rows and chain heads waiting for :meth:`flush`."""
+
+    __slots__ = ("chains", "checkpoints", "events")
+
+    def __init__(self) -> None:
+        self.checkpoints: list[tuple[Any, ...]] = []
+        self.events: list[tuple[int, int, str, bytes]] = []
+        self.chains: dict[int, tuple[int, bytes]] = {}  # run key -> (next n, last hash)
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Write everything deferred so far (in the open transaction) and forget it."""
+        if self.checkpoints:
+            _insert_many(
+                conn,
+                self.checkpoints,
+                functools.partial(_insert_sql, "checkpoints", _CHECKPOINT_COLS, 9),
+            )
+            self.checkpoints = []
+        if self.events:
+            _insert_many(
+                conn, self.events, functools.partial(_insert_sql, "events", "rk, n, data, hash", 4)
+            )
+            self.events = []
+        if self.chains:
+            heads = [(rk, n, head) for rk, (n, head) in self.chains.items()]
+            if _UPDATE_FROM:
+                _insert_many(conn, heads, _chains_sql)
+            else:  # pragma: no cover - SQLite before 3.33 (2020)
+                conn.executemany(
+                    "UPDATE event_chains SET n = ?, hash = ? WHERE rk = ?",
+                    [(n, head, rk) for rk, n, head in heads],
+                )
+            self.chains = {}
