@@ -59,6 +59,14 @@ def _store(params: dict[str, Any], path: Path) -> go.Store:
     return go.SQLiteStore(path, durability=params.get("durability", "normal"))
 
 
+async def _opened(params: dict[str, Any], path: Path) -> go.Store:
+    """The workload's store, opened (file and schema created) before the timing starts,
+    as Burr's harness initializes its persister before it times a run."""
+    store = _store(params, path)
+    await store.list_runs(limit=1)
+    return store
+
+
 def _tmpdir(params: dict[str, Any]) -> Path:
     return Path(params.get("dir") or tempfile.mkdtemp(prefix="bench-go-"))
 
@@ -86,7 +94,7 @@ def w1(params: dict[str, Any]) -> dict[str, Any]:
     g = chain_graph(length).freeze()
 
     async def main() -> dict[str, Any]:
-        rt = go.Runtime(_store(params, path))
+        rt = go.Runtime(await _opened(params, path))
         counters: list[int] = []
         t0 = time.perf_counter()
         for _ in range(runs):
@@ -145,7 +153,7 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     g = loop_graph(iterations).freeze()
 
     async def main() -> dict[str, Any]:
-        rt = go.Runtime(_store(params, path), tools=loop_tools())
+        rt = go.Runtime(await _opened(params, path), tools=loop_tools())
         t0 = time.perf_counter()
         result = await (await rt.start(g, Loop())).wait()
         wall = time.perf_counter() - t0
@@ -201,10 +209,7 @@ def w3(params: dict[str, Any]) -> dict[str, Any]:
         walls: list[float] = []
         joined = 0
         for r in range(repeat):
-            store = _store(params, directory / f"w3-{r}.db")
-            # opened (file and schema created) before timing, as the peers set up
-            # their checkpointer/persister before they time a run
-            await store.list_runs(limit=1)
+            store = await _opened(params, directory / f"w3-{r}.db")
             rt = go.Runtime(store)
             t0 = time.perf_counter()
             result = await (await rt.start(g, Fan())).wait()
@@ -311,7 +316,7 @@ def w5(params: dict[str, Any]) -> dict[str, Any]:
     initial = Wide(docs=docs(params["docs"]))
 
     async def main() -> dict[str, Any]:
-        rt = go.Runtime(_store(params, path))
+        rt = go.Runtime(await _opened(params, path))
         t0 = time.perf_counter()
         result = await (await rt.start(g, initial)).wait()
         wall = time.perf_counter() - t0
@@ -355,7 +360,7 @@ def w6(params: dict[str, Any]) -> dict[str, Any]:
     g = steps_graph(steps, params["delay"]).freeze()
 
     async def main() -> dict[str, Any]:
-        rt = go.Runtime(_store(params, path))
+        rt = go.Runtime(await _opened(params, path))
         counters: list[int] = []
 
         async def one() -> None:

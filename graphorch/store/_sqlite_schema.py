@@ -37,8 +37,8 @@ __all__ = [
 APPLICATION_ID = 0x67726F63  # "groc"
 """Marks a file as a graphorch database (``PRAGMA application_id``)."""
 
-WAL_PAGES = 256
-"""Pages of WAL (~1 MB) after which a commit folds the WAL into the database file."""
+WAL_PAGES = 64
+"""Pages of WAL (256 KB) after which a commit folds the WAL into the database file."""
 
 _HEADER = b"SQLite format 3\x00"
 _QUICK_CHECK_MAX_BYTES = 32 * 1024 * 1024  # above this, opening would get slow
