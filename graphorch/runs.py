@@ -1109,11 +1109,14 @@ class Run(Generic[StateT]):
             released = store.submit_release(self._lease)
             try:
                 await self._settle()
-            finally:
-                with anyio.CancelScope(shield=True):
+            except BaseException:
+                # the commit's failure is what the caller must see, not the release's
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await released.wait()
-            # only once the run's last commit is known to be durable
-            self._lease = None
+                raise
+            with anyio.CancelScope(shield=True):
+                await released.wait()
+            self._lease = None  # only once the run's last commit is known durable
             return
         if self._lease is not None:
             lease, self._lease = self._lease, None
