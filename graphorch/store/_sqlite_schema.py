@@ -524,8 +524,8 @@ def open_connection(
         # commit, and a WAL grown past that by a big transaction is cut back to it.
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_PAGES * 4096}")
-        # Savepoints (one per job in a group commit) keep a sub-journal; in memory it
-        # costs a copy, in a temp file it costs syscalls for every job.
+        # Savepoints (one per job when a group commit is run again after a failure)
+        # keep a sub-journal; in memory it costs a copy, in a temp file syscalls.
         conn.execute("PRAGMA temp_store = MEMORY")
         if writer:
             _migrate(conn, path)

@@ -8,8 +8,9 @@ instead of a blocking round trip. Measured here: ~47 µs per hop on asyncio agai
 ~108 µs for ``to_thread.run_sync``.
 
 The writer thread also does group commit: every job queued while it was busy goes into
-the next transaction, each inside its own SAVEPOINT so one failing job (a fenced-out
-commit) fails alone. Callers are woken only after COMMIT returned.
+the next transaction. The batch runs bare first; if a job raises (a fenced-out commit),
+it is rolled back and run again with each job inside its own SAVEPOINT, so the failing
+job fails alone. Callers are woken only after COMMIT returned.
 """
 
 from __future__ import annotations

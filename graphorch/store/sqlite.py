@@ -95,8 +95,8 @@ class SQLiteStore:
     """Runs, checkpoints and events in one SQLite file (WAL mode).
 
     Every call runs off the event loop: writes in one writer thread that commits
-    everything queued at that moment in one transaction (group commit, each call in
-    its own savepoint, each caller answered only after COMMIT), reads in a reader
+    everything queued at that moment in one transaction (group commit; a call that
+    fails fails alone; each caller answered only after COMMIT), reads in a reader
     thread. Works under asyncio and trio.
 
     Several processes may share the file: writes take ``BEGIN IMMEDIATE`` and wait
