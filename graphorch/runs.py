@@ -13,6 +13,7 @@ import functools
 import inspect
 import json
 import math
+import operator
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -114,6 +115,7 @@ _ROLLED_BACK = (
     "reason",
     "output",
 )
+_snapshot = operator.attrgetter(*_ROLLED_BACK)
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 # Commits wait() may have queued and not yet seen durable. Several queued commits of
 # one run share a transaction in the writer (group commit); the bound keeps a run of
@@ -952,7 +954,7 @@ class Run(Generic[StateT]):
         """
         await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
         events, calls = self._take_unsent()
-        before = tuple(getattr(self, name) for name in _ROLLED_BACK)
+        before = _snapshot(self)
         pending = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
@@ -1101,9 +1103,7 @@ class Run(Generic[StateT]):
 
     async def _release(self) -> None:
         store = self._pipelined
-        if store is None or self._lease is None:
-            await self._settle()
-        else:
+        if store is not None and self._lease is not None:
             # Queued behind the commits in flight, so it usually shares their
             # transaction: one wait for the last step and the release together.
             released = store.submit_release(self._lease)
@@ -1118,6 +1118,7 @@ class Run(Generic[StateT]):
                 await released.wait()
             self._lease = None  # only once the run's last commit is known durable
             return
+        await self._settle()
         if self._lease is not None:
             lease, self._lease = self._lease, None
             with anyio.CancelScope(shield=True):
