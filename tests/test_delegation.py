@@ -340,3 +340,31 @@ async def test_parallel_branches_share_the_runtime_concurrency_limit() -> None:
         g.edge(name, "done")
     result = await (await go.Runtime(max_concurrency=2).start(g, Tally())).wait()
     assert result.output == 8 and peak == 2
+
+
+async def test_parallel_tool_calls_take_the_runtime_concurrency_limit_too() -> None:
+    running = 0
+    peak = 0
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def probe(i: int) -> int:  # pyright: ignore[reportUnusedFunction]
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0.002)
+        running -= 1
+        return i
+
+    g = go.Graph("calls", state=Tally)
+
+    @g.tool
+    async def fan(s: Tally, ctx: go.Context[None]) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        results = await ctx.tools.gather(*[("probe", {"i": i}) for i in range(6)])
+        return {"hits": len(results)}
+
+    g.end("done", output=lambda s: s.hits)
+    g.edge(go.START, "fan").edge("fan", "done")
+    rt = go.Runtime(tools=tools, max_concurrency=2)
+    result = await (await rt.start(g, Tally())).wait()
+    assert result.output == 6 and peak == 2
