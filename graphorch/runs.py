@@ -116,6 +116,7 @@ _ROLLED_BACK = (
     "output",
 )
 _snapshot = operator.attrgetter(*_ROLLED_BACK)
+_BUSY = "another task is stepping this run; await its step first"
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 # Commits wait() may have queued and not yet seen durable. Several queued commits of
 # one run share a transaction in the writer (group commit); the bound keeps a run of
@@ -386,18 +387,22 @@ class Run(Generic[StateT]):
         if self.active:
             # One cancel scope for the whole drive rather than one per step: cancel()
             # and the run's deadline interrupt whichever step is in flight all the same.
+            if self._stepping:
+                raise RunNotActiveError(_BUSY, run_id=self.id)
             with anyio.CancelScope(deadline=self._loop_deadline()) as scope:
                 self._scope = scope
+                self._stepping = True
                 try:
                     since_yield = 0
                     while self.active:
-                        await self._guarded_step(pipelined=True, scope=scope)
+                        await self._step_in(self.next_nodes, True)
                         since_yield += 1
                         if since_yield >= _YIELD_EVERY:
                             # steps that never await would otherwise starve other tasks
                             since_yield = 0
                             await anyio.lowlevel.checkpoint()
                 finally:
+                    self._stepping = False
                     self._scope = None
             if scope.cancelled_caught:
                 await self._interrupted(self.next_nodes)
@@ -436,15 +441,8 @@ class Run(Generic[StateT]):
         Raises:
             RunNotActiveError: the run has stopped or waits for a person.
         """
-        return await self._guarded_step(pipelined=False)
-
-    async def _guarded_step(
-        self, *, pipelined: bool, scope: anyio.CancelScope | None = None
-    ) -> StepResult:
         if self._stepping:
-            raise RunNotActiveError(
-                "another task is stepping this run; await its step first", run_id=self.id
-            )
+            raise RunNotActiveError(_BUSY, run_id=self.id)
         if not self.active:
             raise RunNotActiveError(
                 f"run is {self.status.value}"
@@ -454,7 +452,7 @@ class Run(Generic[StateT]):
             )
         self._stepping = True
         try:
-            return await self._step(pipelined, scope)
+            return await self._step()
         finally:
             self._stepping = False
 
@@ -463,28 +461,28 @@ class Run(Generic[StateT]):
             return math.inf
         return _to_loop_deadline(self._started + self.timeout)
 
-    async def _step(
-        self, pipelined: bool = False, scope: anyio.CancelScope | None = None
-    ) -> StepResult:
-        """One step; inside ``scope`` if the caller holds one for many steps."""
+    async def _step(self) -> StepResult:
+        """One step of :meth:`step`, in its own cancel scope, committed before it returns."""
         nodes = self.next_nodes
-        try:
-            self._check_limits(nodes)
-            await self._renew_lease()
-        except _Stop as stop:
-            return await self._stop(stop, nodes)
-        if scope is not None:
-            return await self._step_nodes(nodes, pipelined)
         with anyio.CancelScope(deadline=self._loop_deadline()) as own:
             self._scope = own
             try:
-                return await self._step_nodes(nodes, pipelined)
+                return await self._step_in(nodes, False)
             finally:
                 self._scope = None
         return await self._interrupted(nodes)
 
-    async def _step_nodes(self, nodes: tuple[str, ...], pipelined: bool) -> StepResult:
+    async def _step_in(self, nodes: tuple[str, ...], pipelined: bool) -> StepResult:
+        """One step, inside the caller's cancel scope (one coroutine for the whole step:
+        with many runs in flight, every coroutine alive across an await is work for
+        the garbage collector)."""
         try:
+            self._check_limits(nodes)
+            if (
+                self._lease is not None
+                and time.monotonic() - self._lease_renewed >= self._rt.lease_ttl / 3
+            ):
+                await self._renew_lease()
             if len(nodes) == 1:
                 outcomes = [await self._run_routed(self.graph.nodes[nodes[0]])]
             else:
@@ -563,9 +561,61 @@ class Run(Generic[StateT]):
         return [o for o in outcomes if o is not None]
 
     async def _run_routed(self, node: Node) -> _Outcome:
-        """Run a node; a recoverable failure with a matching error edge goes there."""
+        """Run a node with its retries; a recoverable failure with a matching error edge
+        goes there."""
         try:
-            return await self._run_node(node)
+            name = node.name
+            self.visits[name] = self.visits.get(name, 0) + 1
+            self._publish(StepStarted(run_id=self.id, step=self.steps, node=name))
+            retry = node.retry
+            attempts = retry.attempts if retry is not None else 1
+            attempt = 1
+            direct = _direct_fn(node)
+            while True:
+                try:
+                    if node.timeout is None:
+                        if direct is not None:
+                            # the usual plan node, an async function of the state: called
+                            # here rather than two coroutines deeper
+                            return self._outcome(node, await direct(self.state))
+                        return await self._call_node(node, attempt)
+                    with anyio.fail_after(node.timeout):
+                        return await self._call_node(node, attempt)
+                except _Stop:
+                    raise
+                except Exception as exc:
+                    if isinstance(exc, TimeoutError) and node.timeout is not None:
+                        error: RunError = NodeTimeoutError(
+                            f"attempt {attempt} ran past its timeout of {node.timeout}s",
+                            run_id=self.id,
+                            node=name,
+                        )
+                    elif isinstance(exc, RunError):
+                        error = exc
+                    else:
+                        error = NodeError(
+                            f"raised {type(exc).__name__}: {exc}", run_id=self.id, node=name
+                        )
+                        error.__cause__ = exc
+                    retryable = retry is not None and isinstance(exc, retry.on)
+                    if not retryable or attempt >= attempts or isinstance(exc, StateUpdateError):
+                        if attempts > 1 and attempt > 1:
+                            error.reason += f" (after {attempt} attempts)"
+                        raise _Stop(error) from exc
+                    assert retry is not None
+                    delay = retry.delay(attempt)
+                    self._publish(
+                        Retrying(
+                            run_id=self.id,
+                            step=self.steps,
+                            node=name,
+                            attempt=attempt,
+                            delay=delay,
+                            error=f"{type(exc).__name__}: {exc}",
+                        )
+                    )
+                    await anyio.sleep(delay)
+                    attempt += 1
         except Pause as wait:
             return _Outcome(node.name, waiting=wait)
         except _Stop as stop:
@@ -577,60 +627,6 @@ class Run(Generic[StateT]):
                     info = ErrorInfo(node.name, type(err).__name__, err.reason)
                     return _Outcome(node.name, routed=(edge.targets, info))
             raise
-
-    async def _run_node(self, node: Node) -> _Outcome:
-        name = node.name
-        self.visits[name] = self.visits.get(name, 0) + 1
-        self._publish(StepStarted(run_id=self.id, step=self.steps, node=name))
-        retry = node.retry
-        attempts = retry.attempts if retry is not None else 1
-        attempt = 1
-        direct = _direct_fn(node)
-        while True:
-            try:
-                if node.timeout is None:
-                    if direct is not None:
-                        # the usual plan node, an async function of the state: called
-                        # here rather than two coroutines deeper
-                        return self._outcome(node, await direct(self.state))
-                    return await self._call_node(node, attempt)
-                with anyio.fail_after(node.timeout):
-                    return await self._call_node(node, attempt)
-            except _Stop:
-                raise
-            except Exception as exc:
-                if isinstance(exc, TimeoutError) and node.timeout is not None:
-                    error: RunError = NodeTimeoutError(
-                        f"attempt {attempt} ran past its timeout of {node.timeout}s",
-                        run_id=self.id,
-                        node=name,
-                    )
-                elif isinstance(exc, RunError):
-                    error = exc
-                else:
-                    error = NodeError(
-                        f"raised {type(exc).__name__}: {exc}", run_id=self.id, node=name
-                    )
-                    error.__cause__ = exc
-                retryable = retry is not None and isinstance(exc, retry.on)
-                if not retryable or attempt >= attempts or isinstance(exc, StateUpdateError):
-                    if attempts > 1 and attempt > 1:
-                        error.reason += f" (after {attempt} attempts)"
-                    raise _Stop(error) from exc
-                assert retry is not None
-                delay = retry.delay(attempt)
-                self._publish(
-                    Retrying(
-                        run_id=self.id,
-                        step=self.steps,
-                        node=name,
-                        attempt=attempt,
-                        delay=delay,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                )
-                await anyio.sleep(delay)
-                attempt += 1
 
     def _context(self, node: Node, attempt: int) -> Context[Any]:
         back = self._backtracked if self._backtracked is not None else None
@@ -952,7 +948,8 @@ class Run(Generic[StateT]):
         the user wait for all of them first, so nothing is acknowledged or sent out
         before the steps it follows are durable.
         """
-        await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
+        if len(self._inflight) >= _MAX_QUEUED_COMMITS:
+            await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
         events, calls = self._take_unsent()
         before = _snapshot(self)
         pending = store.submit_step(

@@ -91,6 +91,69 @@ class _Fence:
         return (self.status, self.reason, self.error_node, self.output)
 
 
+class _StepCommit:
+    """One step's writes, run in the writer thread (see :meth:`SQLiteStore.submit_step`).
+
+    An object rather than a closure: a closure over these values is a function and
+    nine cells for the garbage collector to track, and with many runs stepping at
+    once every queued commit outlives a young-generation collection.
+    """
+
+    __slots__ = (
+        "approvals",
+        "calls",
+        "checkpoint",
+        "lease",
+        "payload",
+        "run_id",
+        "store",
+        "wanted",
+    )
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        lease: Lease | None,
+        run_id: RunId,
+        checkpoint: CheckpointWrite | None,
+        wanted: tuple[str, str | None, str | None, bytes | None],
+        payload: list[tuple[str, str]],
+        calls: Sequence[ToolCallRecord],
+        approvals: Sequence[ApprovalRecord],
+    ) -> None:
+        self.store = store
+        self.lease = lease
+        self.run_id = run_id
+        self.checkpoint = checkpoint
+        self.wanted = wanted
+        self.payload = payload
+        self.calls = calls
+        self.approvals = approvals
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        store, run_id, checkpoint, wanted = self.store, self.run_id, self.checkpoint, self.wanted
+        # Fenced in the same transaction as the writes: a stale epoch raises here,
+        # before anything is written.
+        fence = store._fenced(conn, self.lease, run_id)  # pyright: ignore[reportPrivateUsage]
+        if checkpoint is None or wanted != fence.row_state:
+            when = checkpoint.created_at if checkpoint else datetime.now().astimezone()
+            us, off = encode_time(when)
+            conn.execute(
+                "UPDATE runs SET status = ?, reason = ?, error_node = ?, output = ?,"
+                " updated_us = ?, updated_off = ? WHERE run_id = ?",
+                (*wanted, us, off, run_id),
+            )
+            fence.status, fence.reason, fence.error_node, fence.output = wanted
+        rows = store._rows  # pyright: ignore[reportPrivateUsage]
+        if checkpoint is not None:
+            rows.insert_checkpoint(conn, fence.rk, checkpoint)
+        rows.insert_events(conn, fence.rk, run_id, self.payload)
+        if self.calls:
+            journal_sql.put_calls(conn, fence.rk, run_id, self.calls)
+        if self.approvals:
+            approvals_sql.insert(conn, run_id, self.approvals)
+
+
 class SQLiteStore:
     """Runs, checkpoints and events in one SQLite file (WAL mode).
 
@@ -306,31 +369,16 @@ class SQLiteStore:
         check_calls(run_id, calls)
         if approvals:
             check_approvals(run_id, approvals)
-        payload = _payload(run_id, events)
-        status = update.status.value
-        wanted = (status, update.reason, update.error_node, update.output)
-
-        def job(conn: sqlite3.Connection) -> None:
-            # Fenced in the same transaction as the writes: a stale epoch raises here,
-            # before anything is written.
-            fence = self._fenced(conn, lease, run_id)
-            if checkpoint is None or wanted != fence.row_state:
-                when = checkpoint.created_at if checkpoint else datetime.now().astimezone()
-                us, off = encode_time(when)
-                conn.execute(
-                    "UPDATE runs SET status = ?, reason = ?, error_node = ?, output = ?,"
-                    " updated_us = ?, updated_off = ? WHERE run_id = ?",
-                    (*wanted, us, off, run_id),
-                )
-                fence.status, fence.reason, fence.error_node, fence.output = wanted
-            if checkpoint is not None:
-                self._rows.insert_checkpoint(conn, fence.rk, checkpoint)
-            self._rows.insert_events(conn, fence.rk, run_id, payload)
-            if calls:
-                journal_sql.put_calls(conn, fence.rk, run_id, calls)
-            if approvals:
-                approvals_sql.insert(conn, run_id, approvals)
-
+        job = _StepCommit(
+            self,
+            lease,
+            run_id,
+            checkpoint,
+            (update.status.value, update.reason, update.error_node, update.output),
+            _payload(run_id, events),
+            calls,
+            approvals,
+        )
         return self._writer.submit(job, deferrable=True)
 
     def _fenced(self, conn: sqlite3.Connection, lease: Lease | None, run_id: str) -> _Fence:
