@@ -117,6 +117,7 @@ _ROLLED_BACK = (
 )
 _snapshot = operator.attrgetter(*_ROLLED_BACK)
 _BUSY = "another task is stepping this run; await its step first"
+_STILL_RUNNING = RunUpdate(status=RunStatus.RUNNING)  # what most commits do to the run row
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
 # Commits wait() may have queued and not yet seen durable. Several queued commits of
 # one run share a transaction in the writer (group commit); the bound keeps a run of
@@ -871,11 +872,12 @@ class Run(Generic[StateT]):
             meta=meta,
             created_at=_now(),
         )
-        update = RunUpdate(
-            status=status,
-            reason="reached end node " + ended.node if ended else None,
-            output=output_json,
-        )
+        if ended is None:
+            update = _STILL_RUNNING
+        else:
+            update = RunUpdate(
+                status=status, reason="reached end node " + ended.node, output=output_json
+            )
         if pipelined and self._pipelined is not None:
             await self._queue_commit(self._pipelined, write, update)
         else:
