@@ -36,6 +36,23 @@ def _loop(steps: int, work: Any) -> go.Graph[Counter, None]:
     return g
 
 
+def _another_owner_takes(path: Path) -> None:
+    """What another process does when it takes a run over: a new lease epoch."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE runs SET lease_epoch = lease_epoch + 1, lease_owner = 'other'")
+
+
+def _mark_tool() -> go.ToolRegistry:
+    """One non-idempotent tool: calling it waits until every queued commit is durable."""
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def mark() -> None:  # pyright: ignore[reportUnusedFunction]
+        return None
+
+    return tools
+
+
 async def test_step_returns_only_once_its_checkpoint_is_readable_elsewhere(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
 
@@ -106,19 +123,11 @@ async def test_a_queued_commit_fenced_out_leaves_the_handle_at_the_last_durable_
         if state.n + 1 == 3:
             await ctx.tools.call("mark")  # a call waits until step 2 is durable
             assert _committed(path, ctx.run_id) == 2
-            # as another process would after taking the run over
-            with sqlite3.connect(path) as conn:
-                conn.execute("UPDATE runs SET lease_epoch = lease_epoch + 1, lease_owner = 'other'")
+            _another_owner_takes(path)
         return {"n": state.n + 1}
 
-    tools = go.ToolRegistry()
-
-    @tools.tool
-    async def mark() -> None:  # pyright: ignore[reportUnusedFunction]
-        return None
-
     async with go.SQLiteStore(path) as store:
-        rt = go.Runtime(store, tools=tools)
+        rt = go.Runtime(store, tools=_mark_tool())
         run = await rt.start(_loop(8, work), Counter())
         result = await run.wait()
         assert result.status is go.RunStatus.RUNNING  # still the other owner's to finish
@@ -174,18 +183,11 @@ async def test_a_fenced_out_last_commit_leaves_the_run_unfinished_and_the_lease_
     async def work(state: Counter, ctx: go.Context[Any]) -> dict[str, Any]:
         if state.n + 1 == 4:
             await ctx.tools.call("mark")  # steps 1-3 are durable first
-            with sqlite3.connect(path) as conn:
-                conn.execute("UPDATE runs SET lease_epoch = lease_epoch + 1, lease_owner = 'other'")
+            _another_owner_takes(path)
         return {"n": state.n + 1}
 
-    tools = go.ToolRegistry()
-
-    @tools.tool
-    async def mark() -> None:  # pyright: ignore[reportUnusedFunction]
-        return None
-
     async with go.SQLiteStore(path) as store:
-        rt = go.Runtime(store, tools=tools)
+        rt = go.Runtime(store, tools=_mark_tool())
         run = await rt.start(_loop(4, work), Counter())
         result = await run.wait()
         assert result.status is go.RunStatus.RUNNING
