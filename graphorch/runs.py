@@ -1008,7 +1008,8 @@ class Run(Generic[StateT]):
         *,
         approvals: Sequence[ApprovalRecord] = (),
     ) -> None:
-        await self._settle()
+        if self._inflight:
+            await self._settle()
         events, calls = self._take_unsent()
         scope = self._scope
         try:
