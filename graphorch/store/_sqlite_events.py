@@ -63,6 +63,7 @@ _TABLE.update({ord(code): text for text, code in _FIELD_CODES})
 assert len(_TABLE) == _RUN.encode()[0] - 1  # every code below _RUN is taken, once
 _PLANS: dict[str, tuple[tuple[str, str], ...]] = {}  # kind -> the field codes to try
 _CONTROL = re.compile("[\x00-\x1f]")
+_SEP = "\x00"  # between texts compacted together; no code is NUL (they start at 0x01)
 _PREFIX = '{"kind":"'
 _STEP = '","step":'
 
@@ -101,13 +102,13 @@ def compact(text: str, run_id: str, *, checked: bool = False) -> str:
 def compact_many(texts: list[str], run_id: str) -> list[str]:
     """:func:`compact` of many events' JSON straight from the encoder, in one pass.
 
-    A code expands to the same text wherever it stands, and a newline cannot occur
-    in an encoder's JSON: the texts are joined by newlines, every replacement is
+    A code expands to the same text wherever it stands, and NUL is neither a code nor
+    possible in an encoder's JSON: the texts are joined by NULs, every replacement is
     made once over the whole, and the result is split again.
     """
     if len(texts) < 4:
         return [compact(text, run_id, checked=True) for text in texts]
-    joined = "\n".join(texts)
+    joined = _SEP.join(texts)
     kinds = {text[9 : text.find(_STEP, 9)] for text in texts if text.startswith(_PREFIX)}
     for kind in kinds:
         code = _KIND_CODE.get(kind)
@@ -115,7 +116,7 @@ def compact_many(texts: list[str], run_id: str) -> list[str]:
             joined = joined.replace(f"{_PREFIX}{kind}{_STEP}", code)
     for field, code in _FIELD_CODES:
         joined = joined.replace(field, code)
-    return joined.replace(f'"{run_id}:', '"' + _RUN).split("\n")
+    return joined.replace(f'"{run_id}:', '"' + _RUN).split(_SEP)
 
 
 def expander(run_id: str) -> dict[int, str]:
