@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -92,6 +92,19 @@ StateT = TypeVar("StateT", bound=BaseModel)
 
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
 # errors a node can recover from along an error edge, and those that always stop the run
+class _CommitFailed(RunError):
+    """Internal: a queued commit failed (not for a lost lease); ``original`` says why.
+
+    It ends the step in flight like a fatal error, so no error edge, retry or
+    ``except`` in node code lets a step built on the dropped commits go on; once the
+    step is over, ``original`` is raised to the caller as a direct commit's error is.
+    """
+
+    def __init__(self, original: BaseException, *, run_id: str) -> None:
+        super().__init__(f"a queued commit failed: {original}", run_id=run_id)
+        self.original = original
+
+
 _ROUTABLE = (
     ModelError,
     NodeError,
@@ -102,7 +115,7 @@ _ROUTABLE = (
     ChildRunError,
     DelegationError,
 )
-_FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError)
+_FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError, _CommitFailed)
 # what a step changes on its handle, put back if its queued commit fails
 _ROLLED_BACK = (
     "state",
@@ -116,6 +129,15 @@ _ROLLED_BACK = (
     "output",
 )
 _snapshot = operator.attrgetter(*_ROLLED_BACK)
+
+
+class _Snapshot(NamedTuple):
+    """A run handle before a queued commit: put back if that commit fails."""
+
+    attrs: tuple[Any, ...]  # the values of _ROLLED_BACK
+    visits: dict[str, int] | None  # None: no visit count matters to the run
+    ledger: tuple[int, float, BudgetExceededError | None, NeedsAttentionError | None]
+
 _BUSY = "another task is stepping this run; await its step first"
 _STILL_RUNNING = RunUpdate(status=RunStatus.RUNNING)  # what most commits do to the run row
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
@@ -296,7 +318,12 @@ class Run(Generic[StateT]):
         self._pipelined: PipelinedStore | None = pipelined(runtime.store)
         # Commits queued by wait() while later steps already run, oldest first, each
         # with what this handle looked like before it (restored if that commit fails).
-        self._inflight: deque[tuple[PendingCommit, tuple[Any, ...]]] = deque()
+        self._inflight: deque[tuple[PendingCommit, _Snapshot]] = deque()
+        # Set when a queued commit failed: the step in flight is void, and every later
+        # settle in it raises this until the step has stopped (see _stop).
+        self._broken: _Stop | None = None
+        # The visit counts a resume needs, as they were when the step in flight began.
+        self._visits_before: dict[str, int] | None = None
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """Jupyter's rich display: the graph with this run's path, and its status."""
@@ -357,12 +384,17 @@ class Run(Generic[StateT]):
         if self._lease is None or not self.active:
             return await self._drive()
         result: RunResult[StateT] | None = None
+        error: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat)
             try:
                 result = await self._drive()
+            except Exception as exc:  # raised as it is, not inside an exception group
+                error = exc
             finally:
                 tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
         assert result is not None
         return result
 
@@ -477,6 +509,8 @@ class Run(Generic[StateT]):
         """One step, inside the caller's cancel scope (one coroutine for the whole step:
         with many runs in flight, every coroutine alive across an await is work for
         the garbage collector)."""
+        if self._pipelined is not None and self.graph.tracked_visits:
+            self._visits_before = dict(self.visits)
         try:
             self._check_limits(nodes)
             if (
@@ -771,6 +805,8 @@ class Run(Generic[StateT]):
     async def _commit(
         self, nodes: tuple[str, ...], outcomes: Sequence[_Outcome], pipelined: bool = False
     ) -> StepResult:
+        if self._broken is not None:  # node code caught the failure: the step is void all the same
+            raise self._broken
         stop_error = self.ledger.stop_error()
         if stop_error is not None:
             raise _Stop(stop_error)
@@ -953,7 +989,12 @@ class Run(Generic[StateT]):
         if len(self._inflight) >= _MAX_QUEUED_COMMITS:
             await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
         events, calls = self._take_unsent()
-        before = _snapshot(self)
+        ledger = self.ledger
+        before = _Snapshot(
+            _snapshot(self),
+            self._visits_before,
+            (ledger.calls, ledger.cost, ledger.budget_error, ledger.attention),
+        )
         pending = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
@@ -969,25 +1010,46 @@ class Run(Generic[StateT]):
         """Wait until at most ``keep`` queued commits are still in flight.
 
         If one failed, every commit queued after it fails too (its parent checkpoint
-        is missing, see :class:`PipelinedStore`), and this handle goes back to how it
-        was before the failed one.
+        is missing, see :class:`PipelinedStore`): this handle goes back to how it was
+        before the failed one, and the step in flight stops. Commits stay queued until
+        their outcome is known, so tasks settling at once (parallel branches calling
+        tools) all wait for the same commits and all see a failure.
         """
+        if self._broken is not None:
+            raise self._broken
         inflight = self._inflight
         while len(inflight) > keep:
-            pending, before = inflight.popleft()
+            pending, before = inflight[0]
             try:
                 await pending.wait()
             except BaseException as exc:
-                later = list(inflight)
-                inflight.clear()
-                for queued, _ in later:
-                    with contextlib.suppress(Exception):
-                        await queued.wait()
-                for name, value in zip(_ROLLED_BACK, before, strict=True):
-                    setattr(self, name, value)
-                if isinstance(exc, LeaseLostError):
-                    raise _Stop(self._lost(exc), RunStatus.RUNNING) from None
-                raise
+                if self._broken is None:
+                    self._broken = await self._roll_back(before, exc)
+                raise self._broken from None
+            if inflight and inflight[0][0] is pending:
+                inflight.popleft()
+        if self._broken is not None:  # another task saw a failure while this one waited
+            raise self._broken
+
+    async def _roll_back(self, before: _Snapshot, exc: BaseException) -> _Stop:
+        """After a queued commit failed: back to the handle as it was before it."""
+        later = list(self._inflight)
+        self._inflight.clear()
+        for queued, _ in later:  # they fail too; wait so none is still being written
+            with contextlib.suppress(Exception):
+                await queued.wait()
+        for name, value in zip(_ROLLED_BACK, before.attrs, strict=True):
+            setattr(self, name, value)
+        if before.visits is not None:
+            self.visits = before.visits
+        ledger = self.ledger
+        ledger.calls, ledger.cost, ledger.budget_error, ledger.attention = before.ledger
+        ledger.unsent = []
+        ledger.replay.clear()
+        self._pending.clear()  # the step in flight is void, and its events with it
+        if isinstance(exc, LeaseLostError):
+            return _Stop(self._lost(exc), RunStatus.RUNNING)
+        return _Stop(_CommitFailed(exc, run_id=self.id))
 
     def _lost(self, err: LeaseLostError) -> LeaseLostError:
         """Another process owns the run now: stop quietly, write nothing more."""
@@ -1041,7 +1103,12 @@ class Run(Generic[StateT]):
             raise _Stop(self._lost(err), RunStatus.RUNNING) from None
 
     async def _stop(self, stop: _Stop, nodes: tuple[str, ...]) -> StepResult:
+        self._broken = None  # the void step ends here
         err = stop.error
+        if isinstance(err, _CommitFailed):
+            # as when a direct commit fails: the caller gets the store's error, the
+            # handle shows the last durable step, and the run can be driven again
+            raise err.original
         err.run_id = err.run_id or self.id
         if isinstance(err, LeaseLostError):
             self.error = err
@@ -1106,7 +1173,7 @@ class Run(Generic[StateT]):
         if store is not None and self._lease is not None:
             # Queued behind the commits in flight, so it usually shares their
             # transaction: one wait for the last step and the release together.
-            released = store.submit_release(self._lease)
+            released = store.submit_release(self._lease, self.status)
             try:
                 await self._settle()
             except BaseException:

@@ -3,13 +3,18 @@ called out or lost before the step it follows is durable."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 import graphorch as go
+from graphorch.events import Event
+from graphorch.store.base import CheckpointWrite, Lease, RunUpdate
 
 
 class Counter(BaseModel):
@@ -197,3 +202,206 @@ async def test_a_fenced_out_last_commit_leaves_the_run_unfinished_and_the_lease_
         assert (await rt.state_at(run.id)).n == 3
     assert _run_row(path, run.id) == ("running", "other", 2)
     assert _committed(path, run.id) == 3
+
+
+# -- a queued commit that fails for another reason than a lost lease -----------------
+
+
+class FlakyStore(go.SQLiteStore):
+    """A SQLite store whose step commits fail while ``fails(checkpoint, update)`` says
+    so (as a full disk or an I/O error would fail that transaction)."""
+
+    def __init__(self, path: Path, fails: Callable[[CheckpointWrite | None, RunUpdate], bool]):
+        super().__init__(path)
+        self.fails = fails
+        self.failed = 0
+
+    def submit_step(  # type: ignore[override]
+        self,
+        lease: Lease | None,
+        checkpoint: CheckpointWrite | None,
+        update: RunUpdate,
+        events: Sequence[Event],
+        *,
+        run_id: go.RunId,
+        calls: Sequence[Any] = (),
+        approvals: Sequence[Any] = (),
+    ) -> Any:
+        if not self.fails(checkpoint, update):
+            return super().submit_step(
+                lease, checkpoint, update, events, run_id=run_id, calls=calls, approvals=approvals
+            )
+        self.failed += 1
+
+        def job(conn: sqlite3.Connection) -> None:
+            raise go.StoreError("injected: the commit's transaction failed")
+
+        return self._writer.submit(job, deferrable=True)  # pyright: ignore[reportPrivateUsage]
+
+
+def _run_row_status(path: Path, run_id: str) -> tuple[str, str | None]:
+    status, owner, _ = _run_row(path, run_id)
+    return status, owner
+
+
+async def test_a_failed_last_commit_raises_keeps_the_lease_and_the_run_can_finish(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.db"
+    failing = [True]
+
+    async def work(state: Counter) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    store = FlakyStore(
+        path, lambda cp, update: failing[0] and update.status is go.RunStatus.SUCCEEDED
+    )
+    async with store:
+        rt = go.Runtime(store)
+        run = await rt.start(_loop(3, work), Counter())
+        with pytest.raises(go.StoreError, match="injected"):
+            await run.wait()
+        # the end is not written, the run keeps its owner, the handle shows what is stored
+        assert _run_row_status(path, run.id) == ("running", rt.owner)
+        assert run.status is go.RunStatus.RUNNING and run.output is None
+        assert run.steps == _committed(path, run.id) == 3 and run.state.n == 3
+        failing[0] = False  # the fault is gone: driving the run again finishes it
+        result = await run.wait()
+        assert result.status is go.RunStatus.SUCCEEDED and result.state.n == 3
+    assert _run_row_status(path, run.id) == ("succeeded", None)
+
+
+async def test_parallel_tool_calls_after_a_failed_commit_all_stop_and_none_is_made(
+    tmp_path: Path,
+) -> None:
+    """Two branches call a tool that must not repeat while an earlier step's commit is
+    queued; that commit fails: neither call is made, the handle is at the last durable
+    step, and driving the run again makes each call once."""
+    path = tmp_path / "p.db"
+    made: list[str] = []
+    failing = [True]
+
+    class Pair(BaseModel):
+        n: int = 0
+        a: int = 0
+        b: int = 0
+
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def charge(who: str) -> None:  # pyright: ignore[reportUnusedFunction]
+        made.append(who)
+
+    g: go.Graph[Pair, None] = go.Graph("pair", state=Pair)
+
+    async def inc(state: Pair) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    async def left(state: Pair, ctx: go.Context[Any]) -> dict[str, Any]:
+        await ctx.tools.call("charge", who="left")
+        return {"a": 1}
+
+    async def right(state: Pair, ctx: go.Context[Any]) -> dict[str, Any]:
+        await ctx.tools.call("charge", who="right")
+        return {"b": 1}
+
+    for name in ("s1", "s2", "s3"):
+        g.plan(name, inc)
+    g.plan("left", left)
+    g.plan("right", right)
+    g.end("done")
+    g.edge(go.START, "s1").edge("s1", "s2").edge("s2", "s3").edge("s3", ["left", "right"])
+    g.edge("left", "done").edge("right", "done")
+
+    store = FlakyStore(path, lambda cp, _: failing[0] and cp is not None and cp.seq == 2)
+    async with store:
+        rt = go.Runtime(store, tools=tools)
+        run = await rt.start(g, Pair())
+        with pytest.raises(go.StoreError, match="injected"):
+            await run.wait()
+        assert store.failed == 1
+        assert made == []
+        assert run.seq == _committed(path, run.id) == 1
+        assert run.steps == 1 and run.state.n == 1 and run.next_nodes == ("s2",)
+        failing[0] = False
+        result = await run.wait()
+        assert result.status is go.RunStatus.SUCCEEDED
+        assert result.state == Pair(n=3, a=1, b=1)
+        assert sorted(made) == ["left", "right"]
+        history = await rt.history(run.id)
+        assert [c.seq for c in history] == list(range(len(history)))
+        assert (await store.verify_events(run.id)).ok
+
+
+async def test_a_failed_commit_is_not_an_error_a_node_can_route_or_retry(
+    tmp_path: Path,
+) -> None:
+    """The failure is noticed inside a later node (its tool call waits for the queued
+    commits); that node's error edge must not take it: the step is void."""
+    path = tmp_path / "p.db"
+    failing = [True]
+    tools = go.ToolRegistry()
+
+    @tools.tool
+    async def mark() -> None:  # pyright: ignore[reportUnusedFunction]
+        return None
+
+    g: go.Graph[Counter, None] = go.Graph("routed", state=Counter)
+
+    async def inc(state: Counter) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    async def call(state: Counter, ctx: go.Context[Any]) -> dict[str, Any]:
+        with contextlib.suppress(Exception):  # node code that swallows everything
+            await ctx.tools.call("mark")
+        return {"n": 100}
+
+    for name in ("s1", "s2", "s3"):
+        g.plan(name, inc)
+    g.plan("t", call)
+    g.plan("handler", inc)
+    g.end("done")
+    g.edge(go.START, "s1").edge("s1", "s2").edge("s2", "s3").edge("s3", "t").edge("t", "done")
+    g.edge("t", "handler", on_error=True).edge("handler", "done")
+
+    store = FlakyStore(path, lambda cp, _: failing[0] and cp is not None and cp.seq == 1)
+    async with store:
+        rt = go.Runtime(store, tools=tools)
+        run = await rt.start(g, Counter())
+        with pytest.raises(go.StoreError, match="injected"):
+            await run.wait()
+        assert [c.seq for c in await rt.history(run.id)] == [0]
+        assert run.seq == 0 and run.next_nodes == ("s1",)
+        failing[0] = False
+        result = await run.wait()
+        assert result.status is go.RunStatus.SUCCEEDED and result.state.n == 100
+        nodes = [c.nodes for c in await rt.history(run.id)]
+        assert nodes == [(), ("s1",), ("s2",), ("s3",), ("t",), ("done",)]
+
+
+async def test_visit_counts_go_back_with_the_dropped_steps(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    failing = [True]
+
+    async def work(state: Counter) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    g: go.Graph[Counter, None] = go.Graph("loop", state=Counter, max_steps=30)
+    g.plan("work", work, max_visits=10)  # exactly as many visits as the run needs
+    g.end("done")
+    g.edge(go.START, "work")
+    g.edge("work", "work", when=lambda s: s.n < 10)
+    g.edge("work", "done")
+
+    store = FlakyStore(path, lambda cp, _: failing[0] and cp is not None and cp.seq == 5)
+    async with store:
+        rt = go.Runtime(store)
+        run = await rt.start(g, Counter())
+        with pytest.raises(go.StoreError, match="injected"):
+            await run.wait()
+        assert run.steps == _committed(path, run.id) == 4
+        assert run.visits["work"] == 4
+        failing[0] = False
+        result = await run.wait()
+        assert result.status is go.RunStatus.SUCCEEDED, result.reason
+        assert result.state.n == 10

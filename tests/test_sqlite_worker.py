@@ -225,3 +225,24 @@ async def test_a_delete_queued_between_commits_leaves_no_row_behind(tmp_path: Pa
         for table in ("checkpoints", "events", "event_chains"):
             rks = {r[0] for r in conn.execute(f"SELECT DISTINCT rk FROM {table}")}
             assert len(rks) == 1, table  # only the kept run's rows
+
+
+async def test_a_failing_begin_hook_fails_its_batch_and_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    calls: list[int] = []
+
+    def on_begin(conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    worker = Worker("test-writer", _opener(path), str(path), transactional=True, on_begin=on_begin)
+    try:
+        with pytest.raises(StoreError, match="disk I/O error"):
+            await worker.call(_insert(1))
+        assert await worker.call(_insert(2)) == 2  # the next batch begins afresh
+        assert _rows(path) == [2]
+    finally:
+        await worker.close()

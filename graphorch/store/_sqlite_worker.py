@@ -335,6 +335,9 @@ class Worker:
             if self._on_begin is not None:
                 self._on_begin(conn)
         except BaseException as exc:
+            if conn.in_transaction:  # BEGIN worked, the hook did not: end it here
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             err = translate(exc, self._path)
             for job in batch:
                 job.error = err

@@ -246,8 +246,12 @@ class PipelinedStore(Protocol):
         """Queue what :meth:`Store.commit_step` commits, and return at once."""
         ...
 
-    def submit_release(self, lease: Lease) -> PendingCommit:
-        """Queue :meth:`Store.release_lease` behind the queued commits; return at once."""
+    def submit_release(self, lease: Lease, status: RunStatus) -> PendingCommit:
+        """Queue :meth:`Store.release_lease` behind the queued commits; return at once.
+
+        The lease is given up only if the run's stored status is ``status``: if a
+        commit queued before it failed, the run keeps its owner.
+        """
         ...
 
     async def create_run_leased(

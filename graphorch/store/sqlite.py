@@ -478,15 +478,20 @@ class SQLiteStore:
         """Give a lease up (no error if it was already lost)."""
         await self.submit_release(lease).wait()
 
-    def submit_release(self, lease: Lease) -> Job[None]:
-        """Queue :meth:`release_lease` and return at once (after queued commits)."""
+    def submit_release(self, lease: Lease, status: RunStatus | None = None) -> Job[None]:
+        """Queue :meth:`release_lease` and return at once (after queued commits); with
+        ``status``, only if the run's stored status is that one."""
+        sql = (
+            "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
+            "WHERE run_id = ? AND lease_epoch = ?"
+        )
+        args: tuple[Any, ...] = (lease.run_id, lease.epoch)
+        if status is not None:
+            sql += " AND status = ?"
+            args += (status.value,)
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE runs SET lease_owner = NULL, lease_expires = NULL "
-                "WHERE run_id = ? AND lease_epoch = ?",
-                (lease.run_id, lease.epoch),
-            )
+            conn.execute(sql, args)
             self._fence.pop(lease.run_id, None)
 
         return self._writer.submit(job)
