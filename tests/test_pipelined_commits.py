@@ -31,6 +31,10 @@ def _committed(path: Path, run_id: str) -> int:
     return int(row[0])
 
 
+async def _inc(state: Counter) -> dict[str, Any]:
+    return {"n": state.n + 1}
+
+
 def _loop(steps: int, work: Any) -> go.Graph[Counter, None]:
     g: go.Graph[Counter, None] = go.Graph("loop", state=Counter, max_steps=steps + 5)
     g.plan("work", work)
@@ -61,12 +65,9 @@ def _mark_tool() -> go.ToolRegistry:
 async def test_step_returns_only_once_its_checkpoint_is_readable_elsewhere(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
 
-    async def work(state: Counter) -> dict[str, Any]:
-        return {"n": state.n + 1}
-
     async with go.SQLiteStore(path) as store:
         rt = go.Runtime(store)
-        run = await rt.start(_loop(6, work), Counter())
+        run = await rt.start(_loop(6, _inc), Counter())
         while run.active:
             result = await run.step()
             assert result.checkpoint is not None
@@ -162,12 +163,9 @@ async def test_a_new_run_holds_its_lease_and_gives_it_up_with_its_last_commit(
 ) -> None:
     path = tmp_path / "p.db"
 
-    async def work(state: Counter) -> dict[str, Any]:
-        return {"n": state.n + 1}
-
     async with go.SQLiteStore(path) as store:
         rt = go.Runtime(store)
-        run = await rt.start(_loop(5, work), Counter())
+        run = await rt.start(_loop(5, _inc), Counter())
         # stored and leased in one go: another process sees an owned run
         assert _run_row(path, run.id) == ("running", rt.owner, 1)
         assert [e.kind for e in await store.list_events(run.id)] == ["run_started"]
@@ -250,15 +248,12 @@ async def test_a_failed_last_commit_raises_keeps_the_lease_and_the_run_can_finis
     path = tmp_path / "p.db"
     failing = [True]
 
-    async def work(state: Counter) -> dict[str, Any]:
-        return {"n": state.n + 1}
-
     store = FlakyStore(
         path, lambda cp, update: failing[0] and update.status is go.RunStatus.SUCCEEDED
     )
     async with store:
         rt = go.Runtime(store)
-        run = await rt.start(_loop(3, work), Counter())
+        run = await rt.start(_loop(3, _inc), Counter())
         with pytest.raises(go.StoreError, match="injected"):
             await run.wait()
         # the end is not written, the run keeps its owner, the handle shows what is stored
@@ -383,11 +378,8 @@ async def test_visit_counts_go_back_with_the_dropped_steps(tmp_path: Path) -> No
     path = tmp_path / "p.db"
     failing = [True]
 
-    async def work(state: Counter) -> dict[str, Any]:
-        return {"n": state.n + 1}
-
     g: go.Graph[Counter, None] = go.Graph("loop", state=Counter, max_steps=30)
-    g.plan("work", work, max_visits=10)  # exactly as many visits as the run needs
+    g.plan("work", _inc, max_visits=10)  # exactly as many visits as the run needs
     g.end("done")
     g.edge(go.START, "work")
     g.edge("work", "work", when=lambda s: s.n < 10)
