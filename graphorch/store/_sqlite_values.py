@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 from graphorch.exceptions import DatabaseError
+from graphorch.store.base import join_lists
 
 __all__ = [
     "FANOUT",
@@ -84,26 +85,6 @@ def decode_fields(text: str) -> dict[str, Ref]:
     """The field map :func:`encode_fields` wrote."""
     data: dict[str, Ref] = json.loads(text)
     return data
-
-
-def join_lists(first: bytes, segments: list[bytes]) -> bytes:
-    """``first`` with every JSON array in ``segments`` appended, byte for byte as
-    repeated :func:`~graphorch.store.base.apply_append` would give, in one copy."""
-    parts: list[bytes] = []
-    empty = first == b"[]"
-    parts.append(b"[" if empty else first[:-1])
-    for seg in segments:
-        if seg == b"[]":
-            continue
-        if empty:
-            empty = False
-        else:
-            parts.append(b",")
-        parts.append(seg[1:-1])
-    if empty:
-        return b"[]"
-    parts.append(b"]")
-    return b"".join(parts)
 
 
 _CHAIN = """

@@ -39,6 +39,7 @@ __all__ = [
     "Store",
     "StoredCheckpoint",
     "apply_append",
+    "join_lists",
     "pipelined",
 ]
 
@@ -65,6 +66,26 @@ def apply_append(current: bytes, items: bytes) -> bytes:
     if current == b"[]":
         return items
     return current[:-1] + b"," + items[1:]
+
+
+def join_lists(first: bytes, segments: list[bytes]) -> bytes:
+    """``first`` with every JSON array in ``segments`` appended, byte for byte as
+    repeated :func:`apply_append` would give, in one copy."""
+    parts: list[bytes] = []
+    empty = first == b"[]"
+    parts.append(b"[" if empty else first[:-1])
+    for seg in segments:
+        if seg == b"[]":
+            continue
+        if empty:
+            empty = False
+        else:
+            parts.append(b",")
+        parts.append(seg[1:-1])
+    if empty:
+        return b"[]"
+    parts.append(b"]")
+    return b"".join(parts)
 
 
 class RunRecord(Record):

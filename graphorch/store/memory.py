@@ -38,7 +38,7 @@ from graphorch.store.base import (
     RunRecord,
     RunUpdate,
     StoredCheckpoint,
-    apply_append,
+    join_lists,
 )
 from graphorch.store.journal import ToolCallRecord, check_calls
 from graphorch.types import CheckpointId, RunId, RunStatus
@@ -54,12 +54,40 @@ def _time_key(dt: datetime) -> timedelta:
     return dt - (_EPOCH if dt.utcoffset() is None else _EPOCH_UTC)
 
 
+class _Appended:
+    """A list field's value at a checkpoint: its value before, plus the appended items.
+
+    Kept as a link to the previous value rather than as the whole JSON: a list that
+    grows by one item a step would otherwise cost a copy of itself per checkpoint, in
+    time and in memory (quadratic over a run). The JSON is put together when read.
+    """
+
+    __slots__ = ("base", "items")
+
+    def __init__(self, base: bytes | _Appended, items: bytes) -> None:
+        self.base = base
+        self.items = items
+
+    def json(self) -> bytes:
+        segments: list[bytes] = []
+        node: bytes | _Appended = self
+        while isinstance(node, _Appended):
+            segments.append(node.items)
+            node = node.base
+        segments.reverse()
+        return join_lists(node, segments)
+
+
+def _value(value: bytes | _Appended) -> bytes:
+    return value if isinstance(value, bytes) else value.json()
+
+
 class _Checkpoint:
     """A stored checkpoint; its :class:`CheckpointInfo` is built when first read."""
 
     __slots__ = ("_info", "meta", "state", "write")
 
-    def __init__(self, write: CheckpointWrite, state: dict[str, bytes]) -> None:
+    def __init__(self, write: CheckpointWrite, state: dict[str, bytes | _Appended]) -> None:
         self.write = write
         self.state = state
         self.meta = write.meta
@@ -194,7 +222,7 @@ class MemoryStore:
                 "already exists; a checkpoint is written once"
             )
         if write.parent is None:
-            state: dict[str, bytes] = {}
+            state: dict[str, bytes | _Appended] = {}
         else:
             parent = self._by_checkpoint.get(write.parent)
             if parent is None:
@@ -202,7 +230,8 @@ class MemoryStore:
             state = dict(parent.state)
         for name, change in write.writes.items():
             if isinstance(change, AppendField):
-                state[name] = apply_append(state.get(name, b"[]"), change.items)
+                before = state.get(name, b"[]")
+                state[name] = before if change.items == b"[]" else _Appended(before, change.items)
             else:
                 state[name] = change.json
         return _Checkpoint(write, state)
@@ -421,7 +450,7 @@ class MemoryStore:
             if found is None or found.info.run_id != run_id:
                 raise CheckpointNotFoundError(f"run {run_id} has no checkpoint {at!r}")
             cp = found
-        return StoredCheckpoint(cp.info, dict(cp.state), cp.meta)
+        return StoredCheckpoint(cp.info, {k: _value(v) for k, v in cp.state.items()}, cp.meta)
 
     async def list_events(self, run_id: RunId) -> list[Event]:
         return list(self._run(run_id).events)
