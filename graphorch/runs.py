@@ -91,7 +91,8 @@ __all__ = ["Run", "RunResult", "StepResult"]
 StateT = TypeVar("StateT", bound=BaseModel)
 
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
-# errors a node can recover from along an error edge, and those that always stop the run
+
+
 class _CommitFailed(RunError):
     """Internal: a queued commit failed (not for a lost lease); ``original`` says why.
 
@@ -105,6 +106,7 @@ class _CommitFailed(RunError):
         self.original = original
 
 
+# errors a node can recover from along an error edge, and those that always stop the run
 _ROUTABLE = (
     ModelError,
     NodeError,
@@ -137,6 +139,7 @@ class _Snapshot(NamedTuple):
     attrs: tuple[Any, ...]  # the values of _ROLLED_BACK
     visits: dict[str, int] | None  # None: no visit count matters to the run
     ledger: tuple[int, float, BudgetExceededError | None, NeedsAttentionError | None]
+
 
 _BUSY = "another task is stepping this run; await its step first"
 _STILL_RUNNING = RunUpdate(status=RunStatus.RUNNING)  # what most commits do to the run row
