@@ -74,17 +74,22 @@ def _tmpdir(params: dict[str, Any]) -> Path:
 # -- W1 chain ------------------------------------------------------------------------
 
 
+def _row(name: str, prefix: str, length: int, fn: Any) -> go.Graph[Counter, None]:
+    """``length`` plan nodes ``fn`` in a row, then an end node."""
+    g: go.Graph[Counter, None] = go.Graph(name, state=Counter)
+    for i in range(length):
+        g.plan(f"{prefix}{i}", fn)
+    g.end("done")
+    g.edge(go.START, f"{prefix}0")
+    for i in range(length - 1):
+        g.edge(f"{prefix}{i}", f"{prefix}{i + 1}")
+    g.edge(f"{prefix}{length - 1}", "done")
+    return g
+
+
 def chain_graph(length: int) -> go.Graph[Counter, None]:
     """``length`` plan nodes in a row, each adding 1 to the counter."""
-    g: go.Graph[Counter, None] = go.Graph("chain", state=Counter)
-    for i in range(length):
-        g.plan(f"n{i}", _inc)
-    g.end("done")
-    g.edge(go.START, "n0")
-    for i in range(length - 1):
-        g.edge(f"n{i}", f"n{i + 1}")
-    g.edge(f"n{length - 1}", "done")
-    return g
+    return _row("chain", "n", length, _inc)
 
 
 def w1(params: dict[str, Any]) -> dict[str, Any]:
@@ -337,20 +342,12 @@ def w5(params: dict[str, Any]) -> dict[str, Any]:
 
 def steps_graph(steps: int, delay: float) -> go.Graph[Counter, None]:
     """A ``steps``-node chain; each step sleeps ``delay`` then adds 1."""
-    g: go.Graph[Counter, None] = go.Graph("many", state=Counter)
 
     async def step(state: Counter) -> dict[str, Any]:
         await anyio.sleep(delay)
         return {"n": state.n + 1}
 
-    for i in range(steps):
-        g.plan(f"s{i}", step)
-    g.end("done")
-    g.edge(go.START, "s0")
-    for i in range(steps - 1):
-        g.edge(f"s{i}", f"s{i + 1}")
-    g.edge(f"s{steps - 1}", "done")
-    return g
+    return _row("many", "s", steps, step)
 
 
 def w6(params: dict[str, Any]) -> dict[str, Any]:

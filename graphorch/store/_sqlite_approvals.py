@@ -10,10 +10,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from graphorch.exceptions import ApprovalNotFoundError, RunNotFoundError, StoreError
+from graphorch.exceptions import RunNotFoundError, StoreError
 from graphorch.store._sqlite_rows import names_json, names_tuple
 from graphorch.store._sqlite_values import decode_time, encode_time
-from graphorch.store.approvals import ApprovalRecord, ApprovalStatus, already_decided
+from graphorch.store.approvals import ApprovalRecord, ApprovalStatus, decision_refused
 from graphorch.types import RunId
 
 __all__ = ["decide", "get", "insert", "list_approvals", "list_query"]
@@ -143,17 +143,7 @@ def decide(conn: sqlite3.Connection, record: ApprovalRecord) -> None:
     ).rowcount
     if changed == 1:
         return
-    stored = get(conn, record.approval_id)
-    if stored is None:
-        raise ApprovalNotFoundError(
-            f"no approval {record.approval_id!r}",
-            approval_id=record.approval_id,
-            run_id=record.run_id,
-            node=record.node,
-        )
-    if stored.status is not ApprovalStatus.PENDING:
-        raise already_decided(stored)
-    raise StoreError(
-        f"approval {record.approval_id!r} belongs to run {stored.run_id}, not "
-        f"{record.run_id}; nothing was written"
+    # the update matched no pending row of this run: one of the reasons holds
+    raise decision_refused(record, get(conn, record.approval_id)) or StoreError(
+        f"approval {record.approval_id!r} could not be decided; nothing was written"
     )

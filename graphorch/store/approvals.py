@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from graphorch._record import Record
-from graphorch.exceptions import AlreadyDecidedError, StoreError
+from graphorch.exceptions import AlreadyDecidedError, ApprovalNotFoundError, StoreError
 from graphorch.types import RunId
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "already_decided",
     "check_approvals",
     "check_decision",
+    "decision_refused",
 ]
 
 
@@ -95,6 +96,25 @@ def check_decision(record: ApprovalRecord) -> None:
             f"approval {record.approval_id!r}: a decision is approved, rejected or expired, "
             "not pending"
         )
+
+
+def decision_refused(record: ApprovalRecord, stored: ApprovalRecord | None) -> Exception | None:
+    """Why ``record``'s decision cannot be stored over ``stored`` (None: it can)."""
+    if stored is None:
+        return ApprovalNotFoundError(
+            f"no approval {record.approval_id!r}",
+            approval_id=record.approval_id,
+            run_id=record.run_id,
+            node=record.node,
+        )
+    if stored.status is not ApprovalStatus.PENDING:
+        return already_decided(stored)
+    if record.run_id != stored.run_id:
+        return StoreError(
+            f"approval {record.approval_id!r} belongs to run {stored.run_id}, not "
+            f"{record.run_id}; nothing was written"
+        )
+    return None
 
 
 def already_decided(stored: ApprovalRecord) -> AlreadyDecidedError:

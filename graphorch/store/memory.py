@@ -13,7 +13,6 @@ import anyio.lowlevel
 from graphorch._record import replace
 from graphorch.events import CustomEvent, Event
 from graphorch.exceptions import (
-    ApprovalNotFoundError,
     CheckpointNotFoundError,
     LeaseLostError,
     RunLockedError,
@@ -24,9 +23,9 @@ from graphorch.store._audit import audit_row, check_chain, event_json, genesis, 
 from graphorch.store.approvals import (
     ApprovalRecord,
     ApprovalStatus,
-    already_decided,
     check_approvals,
     check_decision,
+    decision_refused,
 )
 from graphorch.store.base import (
     AppendField,
@@ -323,20 +322,10 @@ class MemoryStore:
         check_decision(record)
         await anyio.lowlevel.checkpoint()  # then compare-and-set without yielding
         stored = self._approvals.get(record.approval_id)
-        if stored is None:
-            raise ApprovalNotFoundError(
-                f"no approval {record.approval_id!r}",
-                approval_id=record.approval_id,
-                run_id=record.run_id,
-                node=record.node,
-            )
-        if stored.status is not ApprovalStatus.PENDING:
-            raise already_decided(stored)
-        if record.run_id != stored.run_id:
-            raise StoreError(
-                f"approval {record.approval_id!r} belongs to run {stored.run_id}, not "
-                f"{record.run_id}; nothing was written"
-            )
+        refused = decision_refused(record, stored)
+        if refused is not None:
+            raise refused
+        assert stored is not None
         entry = self._run(stored.run_id)
         self._approvals[record.approval_id] = replace(
             stored,
