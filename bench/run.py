@@ -1,14 +1,18 @@
 """Run every workload for graphorch and its peers, side by side, and print the table.
 
     python bench/run.py [--quick] [--only W1,W3] [--json FILE] [--peers/--no-peers]
+                        [--graphorch-python PATH]
 
-Every workload runs in a fresh subprocess; the peers (LangGraph, Burr) run with the
-python of their own virtualenv, bench/.peers/, created on first use.
+Every workload runs in a fresh subprocess. Each side runs with the python of its own
+virtualenv, created on first use: the peers (LangGraph, Burr) in bench/.peers/, graphorch
+(installed editable from this checkout) in bench/.graphorch/. Clean environments alike,
+so process-start figures (W4) compare interpreters that load the same amount of site.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -24,6 +28,8 @@ import drivers  # noqa: E402
 import report  # noqa: E402
 
 PEERS_DIR = HERE / ".peers"
+GO_DIR = HERE / ".graphorch"
+REPO = HERE.parent
 PEER_PACKAGES = ("langgraph", "langgraph-checkpoint-sqlite", "apache-burr", "aiosqlite")
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "import")
 
@@ -78,29 +84,59 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def peer_python(install: bool = True) -> str | None:
-    """The peers' venv python, creating bench/.peers/ on first use; None if unavailable."""
-    python = PEERS_DIR / "bin" / "python"
-    check = [str(python), "-c", "import langgraph.graph, langgraph.checkpoint.sqlite, burr.core"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+def _venv_python(
+    directory: Path, label: str, install: list[str], check: str, stamp: str = ""
+) -> str | None:
+    """The python of the virtualenv ``directory``, creating it and pip-installing
+    ``install`` on first use (or when ``stamp`` changed); None if that fails."""
+    python = directory / "bin" / "python"
+    stamp_file = directory / "graphorch-bench-stamp"
+    ready = (
+        python.exists()
+        and (not stamp or (stamp_file.exists() and stamp_file.read_text() == stamp))
+        and subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
+    )
+    if ready:
         return str(python)
-    if not install:
-        return None
     try:
         if not python.exists():
-            log(f"peers: creating virtualenv {PEERS_DIR} ...")
-            subprocess.run([sys.executable, "-m", "venv", str(PEERS_DIR)], check=True)
-        log(f"peers: pip install {' '.join(PEER_PACKAGES)} (first run only) ...")
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", *PEER_PACKAGES],
-            check=True,
-        )
-        subprocess.run(check, check=True, capture_output=True)
+            log(f"{label}: creating virtualenv {directory} ...")
+            subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
+        log(f"{label}: pip install {' '.join(install)} ...")
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *install], check=True)
+        subprocess.run([str(python), "-c", check], check=True, capture_output=True)
+        stamp_file.write_text(stamp)
     except (subprocess.CalledProcessError, OSError) as exc:
-        log(f"peers: COULD NOT INSTALL the peers ({exc}); running graphorch's side only")
+        log(f"{label}: COULD NOT INSTALL into {directory} ({exc})")
         return None
-    log("peers: installed")
+    log(f"{label}: installed")
     return str(python)
+
+
+def peer_python() -> str | None:
+    """The peers' venv python, creating bench/.peers/ on first use; None if unavailable."""
+    return _venv_python(
+        PEERS_DIR,
+        "peers",
+        list(PEER_PACKAGES),
+        "import langgraph.graph, langgraph.checkpoint.sqlite, burr.core",
+    )
+
+
+def graphorch_python() -> str:
+    """The python graphorch's workloads run with: bench/.graphorch/, a virtualenv with
+    this checkout installed editable (reinstalled when pyproject.toml changes), so
+    graphorch starts as cleanly as the peers do. Falls back to this interpreter."""
+    stamp = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    check = (
+        "import graphorch, pathlib; "
+        f"assert pathlib.Path(graphorch.__file__).resolve().is_relative_to({str(REPO)!r})"
+    )
+    python = _venv_python(GO_DIR, "graphorch", ["-e", str(REPO)], check, stamp)
+    if python is None:
+        log(f"graphorch: running with {sys.executable} instead")
+        return sys.executable
+    return python
 
 
 def peer_versions(python: str) -> dict[str, str]:
@@ -131,7 +167,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_all(workloads: list[str], size: str, peers: str | None) -> dict[str, Any]:
+def run_all(workloads: list[str], size: str, go: str, peers: str | None) -> dict[str, Any]:
     """Every selected workload, graphorch first then each peer variant; the results."""
     sizes = SIZES[size]
     results: report.Results = {}
@@ -145,7 +181,7 @@ def run_all(workloads: list[str], size: str, peers: str | None) -> dict[str, Any
                 variants += NO_PERSISTENCE[1:]
         results[w] = {}
         for label, framework, extra in variants:
-            python = sys.executable if framework == "graphorch" else peers
+            python = go if framework == "graphorch" else peers
             assert python is not None
             if w == "import":
                 if label not in (report.GO, report.LG, report.BU):
@@ -174,25 +210,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--peers", action=argparse.BooleanOptionalAction, default=True, help="run the peers too"
     )
+    ap.add_argument(
+        "--graphorch-python",
+        metavar="PATH",
+        help="run graphorch's workloads with this python (default: bench/.graphorch/)",
+    )
     args = ap.parse_args(argv)
     # every workload process may cache bytecode, as users' installs do (the peers' wheels
     # arrive compiled; an editable graphorch compiles on first import, done below)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-c", "import graphorch.store.sqlite"], check=False)
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(WORKLOADS)
     unknown = [w for w in chosen if w not in WORKLOADS]
     if unknown:
         ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    go = args.graphorch_python or graphorch_python()
+    subprocess.run([go, "-c", "import graphorch.store.sqlite"], check=False)
     peers = peer_python() if args.peers else None
-    info: dict[str, Any] = {"size": size, "machine": machine()}
+    info: dict[str, Any] = {"size": size, "machine": machine(), "graphorch_python": go}
     if peers is not None:
         info["peers"] = peer_versions(peers)
     elif args.peers:
         print("NOTE: the peers could not be installed; graphorch's figures only.\n")
     log(f"bench: size={size}, workloads={','.join(chosen)}, machine={info['machine']}")
     t0 = time.perf_counter()
-    results = run_all(chosen, size, peers)
+    results = run_all(chosen, size, go, peers)
     info["elapsed_s"] = time.perf_counter() - t0
     print(f"graphorch bench ({size}); peers: {info.get('peers', 'not run')}")
     print(

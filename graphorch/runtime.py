@@ -262,7 +262,7 @@ class Runtime:
             next_nodes=next_nodes,
             status=RunStatus.RUNNING,
             writes=writes,
-            meta=b'{"steps":0,"visits":{}}',
+            meta=b'{"steps":0}',
             created_at=now,
         )
         event = RunStarted(run_id=rid, step=0, graph=frozen.name)

@@ -91,11 +91,13 @@ def test_w4_kill_and_resume_runs_each_acknowledged_step_once() -> None:
 def test_run_py_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(BENCH / "run.py"), "--tiny", "--no-peers", "--only", "W1,import"]
+    cmd += ["--graphorch-python", sys.executable]  # no virtualenv to build in a test
     proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "chain, checkpointed" in proc.stdout and "import time" in proc.stdout
     data = json.loads(out.read_text())
     assert data["info"]["size"] == "tiny" and data["info"]["machine"]["nproc"] >= 1
+    assert data["info"]["graphorch_python"] == sys.executable
     results = data["results"]
     assert set(results) == {"W1", "import"}
     assert set(results["W1"]) == {"graphorch", "graphorch (memory)"}

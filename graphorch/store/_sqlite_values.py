@@ -26,6 +26,8 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+from pydantic_core import to_json
+
 from graphorch.exceptions import DatabaseError
 from graphorch.store.base import join_lists
 
@@ -77,8 +79,9 @@ def decode_time(us: int, offset: int | None) -> datetime:
 
 
 def encode_fields(fields: dict[str, Ref]) -> str:
-    """A checkpoint's field map as compact JSON."""
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    """A checkpoint's field map as compact JSON (what ``json.dumps`` with separators
+    ``(",", ":")`` and ``ensure_ascii=False`` gives, from pydantic-core's faster encoder)."""
+    return to_json(fields).decode()
 
 
 def decode_fields(text: str) -> dict[str, Ref]:
