@@ -989,7 +989,14 @@ class Run(Generic[StateT]):
         the user wait for all of them first, so nothing is acknowledged or sent out
         before the steps it follows are durable.
         """
-        if len(self._inflight) >= _MAX_QUEUED_COMMITS:
+        inflight = self._inflight
+        # Commits already durable need no snapshot to roll back to. Held until the run
+        # next waits, a short run's every commit (with its state and checkpoint) stayed
+        # alive to its end: with 1,000 runs in flight, 200,000 objects for the garbage
+        # collector to walk again and again.
+        while inflight and inflight[0][0].durable():
+            inflight.popleft()
+        if len(inflight) >= _MAX_QUEUED_COMMITS:
             await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
         events, calls = self._take_unsent()
         ledger = self.ledger
@@ -1001,7 +1008,7 @@ class Run(Generic[StateT]):
         pending = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
-        self._inflight.append((pending, before))
+        inflight.append((pending, before))
 
     def _take_unsent(self) -> tuple[list[Event], list[ToolCallRecord]]:
         """The events and call records that ride the next commit (handed over once)."""

@@ -89,6 +89,10 @@ class Job(Generic[T]):
         # measurable share of a step.
         self.waiter: tuple[anyio.Event, anyio.lowlevel.EventLoopToken] | None = None
 
+    def durable(self) -> bool:
+        """Finished without an error (for a commit: durable). Never blocks."""
+        return self.done and self.error is None
+
     async def wait(self) -> T:
         """The job's result once it ran (its error raised).
 

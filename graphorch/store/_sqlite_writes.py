@@ -171,31 +171,47 @@ class RowWriter:
                     "SELECT n + 1, hash FROM events WHERE rk = ? ORDER BY n DESC LIMIT 1", (rk,)
                 ).fetchone()
             tail = (0, genesis(run_id)) if row is None else (int(row[0]), bytes(row[1]))
-        n, prev = tail
+        rows, n, prev = _chained(rk, tail, events)
         deferred = self._rows
         if deferred is not None:
-            rows = deferred.events
-            for full, stored in events:
-                prev = link(prev, full)
-                rows.append((rk, n, stored, prev))
-                n += 1
+            deferred.events.extend(rows)
             deferred.chains[rk] = (n, prev)
-        elif len(events) == 1:
-            prev = link(prev, events[0][0])
-            conn.execute(
-                "INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)",
-                (rk, n, events[0][1], prev),
-            )
-            n += 1
         else:
-            rows: list[tuple[int, int, str, bytes]] = []
-            for full, stored in events:
-                prev = link(prev, full)
-                rows.append((rk, n, stored, prev))
-                n += 1
-            conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
-        if deferred is None:
+            if len(rows) == 1:
+                conn.execute("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows[0])
+            else:
+                conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
             conn.execute("UPDATE event_chains SET n = ?, hash = ? WHERE rk = ?", (n, prev, rk))
+        self._remember_tail(rk, n, prev)
+
+    def start_chain(
+        self, conn: sqlite3.Connection, rk: int, run_id: str, events: list[tuple[str, str]]
+    ) -> None:
+        """A new run's event log: its first events, and its chain head written once."""
+        rows, n, prev = _chained(rk, (0, genesis(run_id)), events)
+        if rows:
+            if self._rows is not None:
+                self._rows.events.extend(rows)
+            else:
+                conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
+        conn.execute("INSERT INTO event_chains (rk, n, hash) VALUES (?, ?, ?)", (rk, n, prev))
+        self._remember_tail(rk, n, prev)
+
+    def _remember_tail(self, rk: int, n: int, prev: bytes) -> None:
         if len(self._ev_tail) > _CACHED:
             self._ev_tail.clear()
         self._ev_tail[rk] = (n, prev)
+
+
+def _chained(
+    rk: int, tail: tuple[int, bytes], events: list[tuple[str, str]]
+) -> tuple[list[tuple[int, int, str, bytes]], int, bytes]:
+    """Event rows ``(rk, n, stored, hash)`` chained on from ``tail`` (next n, last
+    hash), and the chain's new tail."""
+    n, prev = tail
+    rows: list[tuple[int, int, str, bytes]] = []
+    for full, stored in events:
+        prev = link(prev, full)
+        rows.append((rk, n, stored, prev))
+        n += 1
+    return rows, n, prev

@@ -241,6 +241,13 @@ class PendingCommit(Protocol):
         """Return once the commit is durable; raise what :meth:`Store.commit_step` would."""
         ...
 
+    def durable(self) -> bool:
+        """True once the commit is known durable; False while it runs or if it failed.
+
+        Never blocks: the runtime asks it to drop commits it no longer needs to hold.
+        """
+        ...
+
 
 @runtime_checkable
 class PipelinedStore(Protocol):

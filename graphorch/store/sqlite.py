@@ -21,7 +21,7 @@ from graphorch.exceptions import (
 )
 from graphorch.store import _sqlite_approvals as approvals_sql
 from graphorch.store import _sqlite_journal as journal_sql
-from graphorch.store._audit import event_json, genesis
+from graphorch.store._audit import event_json
 from graphorch.store._sqlite_events import compact_many, expand, expander
 from graphorch.store._sqlite_retention import collect_garbage, delete_runs, prune_checkpoints
 from graphorch.store._sqlite_rows import (
@@ -261,10 +261,13 @@ class SQLiteStore:
             if row is None:
                 raise RunNotFoundError(run_id)
             fence = _Fence(*row)
-            if len(self._fence) > 10_000:
-                self._fence.clear()
-            self._fence[run_id] = fence
+            self._remember_fence(run_id, fence)
         return fence
+
+    def _remember_fence(self, run_id: str, fence: _Fence) -> None:
+        if len(self._fence) > 10_000:
+            self._fence.clear()
+        self._fence[run_id] = fence
 
     # -- writes -------------------------------------------------------------------
 
@@ -283,27 +286,35 @@ class SQLiteStore:
         owner: str,
         ttl: float,
     ) -> Lease:
-        """:meth:`create_run` and :meth:`acquire_lease` in one transaction."""
-        create = self._create_job(run, checkpoint, events)
-        lease = self._lease_job(run.run_id, owner, ttl, None)
-
-        def job(conn: sqlite3.Connection) -> Lease:
-            create(conn)
-            return lease(conn)
-
-        return await self._writer.call(job)
+        """:meth:`create_run` and :meth:`acquire_lease` in one transaction: the run's
+        row is written once, holding the lease."""
+        lease = await self._writer.call(self._create_job(run, checkpoint, events, (owner, ttl)))
+        assert lease is not None  # a create job given an owner returns its lease
+        return lease
 
     def _create_job(
-        self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
-    ) -> Callable[[sqlite3.Connection], None]:
+        self,
+        run: RunRecord,
+        checkpoint: CheckpointWrite,
+        events: Sequence[Event],
+        lease_for: tuple[str, float] | None = None,
+    ) -> Callable[[sqlite3.Connection], Lease | None]:
+        """The job storing a new run; with ``lease_for`` (owner, ttl), leased to it."""
         payload = _payload(run.run_id, events)
         cus, coff = encode_time(run.created_at)
         uus, uoff = encode_time(run.updated_at)
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: sqlite3.Connection) -> Lease | None:
+            lease: Lease | None = None
+            if lease_for is not None:
+                lease = Lease(run.run_id, lease_for[0], 1, time.time() + lease_for[1])
+            owner, epoch, expires = (
+                (None, 0, None) if lease is None else (lease.owner, lease.epoch, lease.expires_at)
+            )
             try:
                 cur = conn.execute(
-                    f"INSERT INTO runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO runs ({RUN_COLS}, lease_owner, lease_epoch, lease_expires)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run.run_id,
                         run.graph,
@@ -318,14 +329,28 @@ class SQLiteStore:
                         run.parent_run,
                         run.forked_from,
                         run.output,
+                        owner,
+                        epoch,
+                        expires,
                     ),
                 )
             except sqlite3.IntegrityError:
                 raise StoreError(f"a run with id {run.run_id!r} already exists") from None
             rk = int(cur.lastrowid or 0)
-            conn.execute(
-                "INSERT INTO event_chains (rk, n, hash) VALUES (?, 0, ?)",
-                (rk, genesis(run.run_id)),
+            # The writer knows the row it just wrote: the run's first commit and lease
+            # checks need not read it back.
+            self._remember_fence(
+                run.run_id,
+                _Fence(
+                    epoch,
+                    owner,
+                    expires,
+                    run.status.value,
+                    run.reason,
+                    run.error_node,
+                    run.output,
+                    rk,
+                ),
             )
             if checkpoint.run_id == run.run_id:
                 self._rows.insert_checkpoint(conn, rk, checkpoint)
@@ -333,7 +358,8 @@ class SQLiteStore:
                 self._rows.insert_checkpoint(
                     conn, self._get_fence(conn, checkpoint.run_id).rk, checkpoint
                 )
-            self._rows.insert_events(conn, rk, run.run_id, payload)
+            self._rows.start_chain(conn, rk, run.run_id, payload)
+            return lease
 
         return job
 
