@@ -822,8 +822,10 @@ class Run(Generic[StateT]):
         reduce = not any(o.replace for o in outcomes)
         try:
             if branches:
-                new_state, changed = schema.apply(old, branches, reduce=reduce)
-                writes = schema.writes(old, new_state, changed, node=branches[0][0])
+                new_state, changed, appended = schema.apply_changes(old, branches, reduce=reduce)
+                writes = schema.writes(
+                    old, new_state, changed, node=branches[0][0], appended=appended
+                )
             else:
                 new_state, changed, writes = old, {}, {}
         except StateUpdateError as err:

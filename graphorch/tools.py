@@ -117,8 +117,9 @@ class Tool(Record):
 
     def validate_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Validate arguments; raises pydantic's ValidationError."""
-        model = self.args_model.model_validate(dict(args))
-        return {name: getattr(model, name) for name in type(model).model_fields}
+        # the validated fields, in order (``model_fields`` costs a deprecation check
+        # per access, a measurable share of a tool call)
+        return dict(self.args_model.model_validate(dict(args)).__dict__)
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON schema of the arguments (what a model is shown)."""

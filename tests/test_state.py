@@ -7,7 +7,15 @@ import threading
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 import graphorch as go
 from graphorch.state import StateSchema
@@ -223,6 +231,86 @@ def test_reduce_false_sets_values_as_given() -> None:
     assert after.log == ["z"]
     with pytest.raises(go.ConflictingUpdateError):
         schema.apply(S(), [("a", {"log": ["1"]}), ("b", {"log": ["2"]})], reduce=False)
+
+
+def test_appended_items_alone_are_validated_not_the_whole_list_again() -> None:
+    seen: list[str] = []
+
+    def checked(item: str) -> str:
+        seen.append(item)
+        return item.strip()
+
+    class Log(BaseModel):
+        lines: Annotated[list[Annotated[str, AfterValidator(checked)]], go.append] = []
+
+    log = StateSchema(Log)
+    st = Log()
+    for i in range(50):
+        st, changed = log.apply(st, [("n", {"lines": [f" {i} "]})])
+        assert changed == {"lines": st.lines}
+    assert st.lines == [str(i) for i in range(50)]
+    assert len(seen) == 50  # each item once (the whole list each time: 1,275)
+    assert st.model_fields_set == {"lines"} and st == Log(lines=st.lines)
+
+
+def test_a_bad_appended_item_is_named_by_its_place_in_the_whole_list() -> None:
+    class Nums(BaseModel):
+        xs: Annotated[list[int], go.append] = []
+
+    nums = StateSchema(Nums)
+    st, _ = nums.apply(Nums(xs=[1, 2]), [("n", {"xs": ["3"]})])
+    assert st.xs == [1, 2, 3]  # coerced as the model would
+    with pytest.raises(go.StateUpdateError) as info:
+        nums.apply(st, [("adder", {"xs": [4, "five"]})])
+    err = info.value
+    assert err.node == "adder" and err.field == "xs"
+    assert "bad change to field 'xs': xs.4: Input should be a valid integer" in str(err)
+    assert "'five'" in str(err)
+
+
+@pytest.mark.parametrize("kind", ["constraint", "field validator", "model validator"])
+def test_lists_with_their_own_rules_are_validated_whole_on_every_append(kind: str) -> None:
+    if kind == "constraint":
+
+        class Capped(BaseModel):
+            items: Annotated[list[str], go.append, Field(max_length=2)] = []
+
+    elif kind == "field validator":
+
+        class Capped(BaseModel):
+            items: Annotated[list[str], go.append] = []
+
+            @field_validator("items")
+            @classmethod
+            def at_most_two(cls, v: list[str]) -> list[str]:
+                if len(v) > 2:
+                    raise ValueError("at most 2 items")
+                return v
+
+    else:
+
+        class Capped(BaseModel):
+            items: Annotated[list[str], go.append] = []
+
+            @model_validator(mode="after")
+            def at_most_two(self) -> Capped:
+                if len(self.items) > 2:
+                    raise ValueError("at most 2 items")
+                return self
+
+    capped = StateSchema(Capped)
+    st, _ = capped.apply(Capped(), [("n", {"items": ["a", "b"]})])
+    with pytest.raises(go.StateUpdateError):
+        capped.apply(st, [("n", {"items": ["c"]})])
+
+
+def test_parallel_appends_store_both_branches_new_items() -> None:
+    old = S(log=["a"])
+    applied = schema.apply_changes(old, [("x", {"log": ["b"]}), ("y", {"log": ["c", "d"]})])
+    assert applied.state.log == ["a", "b", "c", "d"]
+    assert applied.appended == {"log": ["b", "c", "d"]}
+    writes = schema.writes(old, applied.state, applied.changed, appended=applied.appended)
+    assert writes["log"] == AppendField(b'["b","c","d"]')
 
 
 # -- serialization -------------------------------------------------------------
