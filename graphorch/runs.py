@@ -996,7 +996,10 @@ class Run(Generic[StateT]):
         # next waits, a short run's every commit (with its state and checkpoint) stayed
         # alive to its end: with 1,000 runs in flight, 200,000 objects for the garbage
         # collector to walk again and again.
-        while inflight and inflight[0][0].durable():
+        while inflight:
+            durable = getattr(inflight[0][0], "durable", None)  # optional for a store
+            if durable is None or not durable():
+                break
             inflight.popleft()
         if len(inflight) >= _MAX_QUEUED_COMMITS:
             await self._settle(keep=_MAX_QUEUED_COMMITS - 1)

@@ -130,37 +130,27 @@ class StateSchema(Generic[StateT]):
         self._per_field = not decorators.model_validators and not model.model_config.get(
             "frozen", False
         )
-        # go.append fields whose new items alone can be validated (see _items_adapter).
-        self._appendable: dict[str, TypeAdapter[Any]] = {}
-        for name in self.reducers:
-            adapter = self._items_adapter(name)
-            if adapter is not None:
-                self._appendable[name] = adapter
+        self._appendable = frozenset(n for n in self.reducers if self._appends_alone(n))
 
-    def _items_adapter(self, name: str) -> TypeAdapter[Any] | None:
-        """A validator for items appended to field ``name``, if checking only them is
-        what validating the whole grown list would do: a plain ``list[X]`` with
-        ``go.append``, no constraint on the list, no validator that sees the field or
-        the whole state. Revalidating every item on every append made a step's cost
-        grow with the list (a 5,000-item list: 40 % of the step)."""
+    def _appends_alone(self, name: str) -> bool:
+        """Whether validating only the items appended to field ``name`` is what
+        validating the whole grown list would do: a plain ``list[X]`` with ``go.append``,
+        no constraint on the list, no validator that sees the list or the whole state.
+        (The new items are still validated by the model, as the field's value, so their
+        own validators run as before.) Revalidating every item on every append made a
+        step's cost grow with the list: 40 % of the step at 5,000 items."""
         info = self.model.model_fields[name]
         decorators = self.model.__pydantic_decorators__
-        if (
+        on_fields = [*decorators.field_validators.values(), *decorators.validators.values()]
+        return not (
             not self._per_field
             or self.reducers[name].fn is not _append
             or get_origin(info.annotation) is not list
             or info.frozen
             or any(not isinstance(m, Reducer) for m in info.metadata)
-            or any(
-                name in d.info.fields or "*" in d.info.fields
-                for d in decorators.field_validators.values()
-            )
-        ):
-            return None
-        try:
-            return TypeAdapter(info.annotation, config=self.model.model_config)
-        except Exception:  # a config this type cannot take: validate the whole list
-            return None
+            or decorators.root_validators
+            or any(name in v.info.fields or "*" in v.info.fields for v in on_fields)
+        )
 
     def _adapter(self, name: str) -> TypeAdapter[Any]:
         adapter = self._adapters.get(name)
@@ -271,7 +261,7 @@ class StateSchema(Generic[StateT]):
                     field=str(min(map(str, unknown))),
                 )
         merged: dict[str, Any]
-        appended: dict[str, list[Any]] = {}
+        tails: dict[str, list[tuple[str, list[Any]]]] = {}  # appends: (node, items) each
         if len(branches) == 1 and not self.reducers:
             merged = dict(branches[0][1])  # the hot path: one node, no reducers
         else:
@@ -287,14 +277,19 @@ class StateSchema(Generic[StateT]):
                         replaced.add(name)
                     elif red is not None and name in replaced:
                         red = None  # a whole new value and an update collide: a conflict
-                    items_adapter = self._appendable.get(name) if red is not None else None
-                    if items_adapter is not None:
-                        base: Any = merged[name] if name in merged else getattr(state, name)
-                        items = self._new_items(items_adapter, name, value, len(base), node)
-                        merged[name] = [*base, *items]
-                        appended[name] = [*appended.get(name, ()), *items]
+                    if red is not None and name in self._appendable:
+                        if not isinstance(value, list | tuple):
+                            raise StateUpdateError(
+                                f"reducer 'append' of field {name!r} refused the update: an "
+                                f"append field takes a list of items to add, got "
+                                f"{type(value).__name__}",
+                                node=node,
+                                field=name,
+                            )
+                        tails.setdefault(name, []).append((node, list(cast(Sequence[Any], value))))
+                        merged[name] = None  # the grown list is made once validated, below
                     elif red is not None:
-                        base = merged[name] if name in merged else getattr(state, name)
+                        base: Any = merged[name] if name in merged else getattr(state, name)
                         try:
                             merged[name] = red(base, value)
                         except Exception as exc:
@@ -325,16 +320,28 @@ class StateSchema(Generic[StateT]):
                     writers.setdefault(name, node)
         if not merged:
             return Applied(state, {}, {})
+        appended: dict[str, list[Any]] = {}
         try:
             if self._per_field:
                 new_state = _shallow_copy(state)
                 assign = self.model.__pydantic_validator__.validate_assignment
                 for name, value in merged.items():
-                    if name in appended:  # old items were valid, the new ones are checked
-                        cast(dict[str, Any], new_state.__dict__)[name] = value
-                        new_state.__pydantic_fields_set__.add(name)
-                    else:
+                    parts = tails.get(name)
+                    if parts is None:
                         assign(new_state, name, value)
+                        continue
+                    # The model validates the new items as the field's value (its own
+                    # config, names and item validators apply); the old ones were valid.
+                    try:
+                        assign(new_state, name, [x for _, items in parts for x in items])
+                    except ValidationError as err:
+                        bad = self._bad_append(err, name, parts, len(state.__dict__[name]))
+                        raise bad from None
+                    items = appended[name] = new_state.__dict__[name]
+                    cast(dict[str, Any], new_state.__dict__)[name] = [
+                        *state.__dict__[name],
+                        *items,
+                    ]
             else:
                 new_state = self.model.model_validate({**state.__dict__, **merged})
         except ValidationError as err:
@@ -347,32 +354,30 @@ class StateSchema(Generic[StateT]):
         return Applied(new_state, changed, appended)
 
     @staticmethod
-    def _new_items(
-        adapter: TypeAdapter[Any], name: str, update: Any, offset: int, node: str
-    ) -> list[Any]:
-        """The items an append update adds, validated as the list's items would be."""
-        if not isinstance(update, list | tuple):
-            raise StateUpdateError(
-                f"reducer 'append' of field {name!r} refused the update: an append field "
-                f"takes a list of items to add, got {type(update).__name__}",
-                node=node,
-                field=name,
-            )
-        try:
-            items: list[Any] = adapter.validate_python(update)
-        except ValidationError as err:
-            # positions as in the whole list, as validating it whole would name them
-            parts = [
-                f"{'.'.join([name, str(offset + int(e['loc'][0])), *map(str, e['loc'][1:])])}"
-                f": {e['msg']} (got {e.get('input')!r:.60})"
-                if e["loc"] and isinstance(e["loc"][0], int)
-                else f"{name}: {e['msg']} (got {e.get('input')!r:.60})"
-                for e in err.errors()
-            ]
-            raise StateUpdateError(
-                f"bad change to field {name!r}: {'; '.join(parts)}", node=node, field=name
-            ) from None
-        return items
+    def _bad_append(
+        err: ValidationError, name: str, parts: list[tuple[str, list[Any]]], offset: int
+    ) -> StateUpdateError:
+        """The error for appended items the model refused, each named by its place in
+        the whole list and blamed on the node that appended it."""
+        culprit: str | None = None
+        described: list[str] = []
+        for e in err.errors():
+            loc = list(e["loc"])  # (field, index in the new items, ...)
+            if len(loc) > 1 and isinstance(loc[1], int):
+                index = loc[1]
+                for node, items in parts:  # the branch whose items hold the bad one
+                    if index < len(items):
+                        culprit = culprit or node
+                        break
+                    index -= len(items)
+                loc[1] = offset + loc[1]
+            where = ".".join(str(x) for x in loc) or name
+            described.append(f"{where}: {e['msg']} (got {e.get('input')!r:.60})")
+        return StateUpdateError(
+            f"bad change to field {name!r}: {'; '.join(described)}",
+            node=culprit or parts[0][0],
+            field=name,
+        )
 
     @staticmethod
     def _culprit(branches: Sequence[tuple[str, Mapping[str, Any]]], field: str | None) -> str:

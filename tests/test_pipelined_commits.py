@@ -397,3 +397,27 @@ async def test_visit_counts_go_back_with_the_dropped_steps(tmp_path: Path) -> No
         result = await run.wait()
         assert result.status is go.RunStatus.SUCCEEDED, result.reason
         assert result.state.n == 10
+
+
+class _OnlyWait:
+    """A queued commit as the PendingCommit protocol requires it: only ``wait()``."""
+
+    def __init__(self, pending: Any) -> None:
+        self._pending = pending
+
+    async def wait(self) -> None:
+        await self._pending.wait()
+
+
+class _MinimalPipelinedStore(go.SQLiteStore):
+    def submit_step(self, *args: Any, **kwargs: Any) -> Any:
+        return _OnlyWait(super().submit_step(*args, **kwargs))
+
+
+async def test_a_store_whose_queued_commits_only_wait_still_runs(tmp_path: Path) -> None:
+    store = _MinimalPipelinedStore(tmp_path / "min.db")
+    rt = go.Runtime(store)
+    result = await (await rt.start(_loop(20, _inc), Counter())).wait()
+    assert result.status is go.RunStatus.SUCCEEDED and result.state.n == 20
+    assert _committed(tmp_path / "min.db", result.run_id) == 21
+    await store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from typing import Annotated, Any
 
 import pytest
@@ -13,8 +14,11 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
+    root_validator,  # pyright: ignore[reportDeprecated]
+    validator,  # pyright: ignore[reportDeprecated]
 )
 
 import graphorch as go
@@ -233,6 +237,56 @@ def test_reduce_false_sets_values_as_given() -> None:
         schema.apply(S(), [("a", {"log": ["1"]}), ("b", {"log": ["2"]})], reduce=False)
 
 
+# A user module (without postponed annotations) whose state refers to a class defined
+# after it: pydantic resolves the reference when the model is first used.
+_FORWARD_REF_MODULE = """
+from typing import Annotated, Any
+from pydantic import BaseModel
+import graphorch as go
+
+class Chat(BaseModel):
+    msgs: Annotated[list["Msg"], go.append] = []
+
+class Msg(BaseModel):
+    text: str
+
+def say(state: Chat) -> dict[str, Any]:
+    return {"msgs": [Msg(text="hi"), {"text": "yo"}]}
+
+g = go.Graph("chat", state=Chat)
+g.plan("say", say)
+g.end("done")
+g.edge(go.START, "say")
+g.edge("say", "done")
+result = go.run(g, Chat())
+"""
+
+
+def test_appends_to_a_list_of_a_model_defined_later() -> None:
+    namespace: dict[str, Any] = {"__name__": "user_module"}
+    with warnings.catch_warnings():  # as a user's module runs: warnings are not errors
+        warnings.simplefilter("ignore")
+        exec(_FORWARD_REF_MODULE, namespace)
+    result = namespace["result"]
+    assert result.status is go.RunStatus.SUCCEEDED, result
+    assert [m.text for m in result.state.msgs] == ["hi", "yo"]
+
+
+def test_appended_items_see_the_rest_of_the_state_and_strict_mode_takes_tuples() -> None:
+    def tagged(v: str, info: ValidationInfo) -> str:
+        return f"{info.data['user']}: {v}"
+
+    class Chat(BaseModel):
+        model_config = ConfigDict(strict=True)
+        user: str = "ann"
+        msgs: Annotated[list[Annotated[str, AfterValidator(tagged)]], go.append] = []
+
+    chat = StateSchema(Chat)
+    st, _ = chat.apply(Chat(), [("n", {"msgs": ("hi",)})])
+    st, _ = chat.apply(st, [("n", {"msgs": ["there"]})])
+    assert st.msgs == ["ann: hi", "ann: there"]
+
+
 def test_appended_items_alone_are_validated_not_the_whole_list_again() -> None:
     seen: list[str] = []
 
@@ -268,7 +322,19 @@ def test_a_bad_appended_item_is_named_by_its_place_in_the_whole_list() -> None:
     assert "'five'" in str(err)
 
 
-@pytest.mark.parametrize("kind", ["constraint", "field validator", "model validator"])
+_V1 = pytest.mark.filterwarnings("ignore::pydantic.PydanticDeprecatedSince20")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "constraint",
+        "field validator",
+        "model validator",
+        pytest.param("v1 validator", marks=_V1),
+        pytest.param("v1 root validator", marks=_V1),
+    ],
+)
 def test_lists_with_their_own_rules_are_validated_whole_on_every_append(kind: str) -> None:
     if kind == "constraint":
 
@@ -286,6 +352,30 @@ def test_lists_with_their_own_rules_are_validated_whole_on_every_append(kind: st
                 if len(v) > 2:
                     raise ValueError("at most 2 items")
                 return v
+
+    elif kind == "v1 validator":
+
+        class Capped(BaseModel):
+            items: Annotated[list[str], go.append] = []
+
+            @validator("items")
+            @classmethod
+            def at_most_two(cls, v: list[str]) -> list[str]:
+                if len(v) > 2:
+                    raise ValueError("at most 2 items")
+                return v
+
+    elif kind == "v1 root validator":
+
+        class Capped(BaseModel):
+            items: Annotated[list[str], go.append] = []
+
+            @root_validator(skip_on_failure=True)
+            @classmethod
+            def at_most_two(cls, values: dict[str, Any]) -> dict[str, Any]:
+                if len(values.get("items", [])) > 2:
+                    raise ValueError("at most 2 items")
+                return values
 
     else:
 

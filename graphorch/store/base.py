@@ -235,17 +235,14 @@ class AuditRow(Record):
 
 
 class PendingCommit(Protocol):
-    """A step commit that was queued and may still be running."""
+    """A step commit that was queued and may still be running.
+
+    It may also have ``durable() -> bool`` (True once known durable, never blocking):
+    the runtime then lets go of commits that are done before the run next waits.
+    """
 
     async def wait(self) -> None:
         """Return once the commit is durable; raise what :meth:`Store.commit_step` would."""
-        ...
-
-    def durable(self) -> bool:
-        """True once the commit is known durable; False while it runs or if it failed.
-
-        Never blocks: the runtime asks it to drop commits it no longer needs to hold.
-        """
         ...
 
 
