@@ -237,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_all(chosen, size, go, peers)
     info["elapsed_s"] = time.perf_counter() - t0
     print(f"graphorch bench ({size}); peers: {info.get('peers', 'not run')}")
+    if go == sys.executable and not args.graphorch_python:
+        print(f"NOTE: graphorch ran with {go}, not a virtualenv of its own like the peers.")
     print(
         "Peer cells: figure (graphorch's advantage: >1x means graphorch is better)."
         + ("" if size == "full" else " Targets are for the full sizes; this run is indicative.")
