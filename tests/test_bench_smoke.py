@@ -102,3 +102,14 @@ def test_run_py_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     assert set(results) == {"W1", "import"}
     assert set(results["W1"]) == {"graphorch", "graphorch (memory)"}
     assert results["import"]["graphorch"]["import_s"] >= 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_threads_py_splits_cpu_between_the_event_loop_and_the_writer() -> None:
+    cmd = [sys.executable, str(BENCH / "threads.py"), "W6", "--size", "10"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "W6 x10 (SQLite store): 100 steps in" in proc.stdout
+    assert "MainThread" in proc.stdout and "graphorch-sqlite-writer" in proc.stdout
+    assert "garbage collector (gen 0/1/2)" in proc.stdout

@@ -1,0 +1,134 @@
+"""Where a graphorch workload's time goes: CPU per thread and the garbage collector.
+
+    python bench/threads.py W6              # 1,000 runs x 10 steps, SQLite store
+    python bench/threads.py W1 --memory     # the chain with the in-memory store
+    python bench/threads.py W2 --size 300   # the loop, 300 iterations
+
+With a SQLite store, the event loop thread and the store's writer thread share one GIL,
+so the wall time is about the sum of their CPU times; this shows each, read from
+/proc/self/task (Linux), and how much of the event loop's went to the garbage collector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workloads_graphorch as wg
+
+import graphorch as go
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of every thread of this process, by thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        name = names.get(int(tid), f"thread {tid}")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+class GcTimer:
+    """Wall time spent in garbage collections, by generation."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._start
+            self.count[info["generation"]] += 1
+
+
+def workload(name: str, size: int, store: go.Store) -> tuple[int, Any]:
+    """The workload's step count, and a coroutine function running it (graphs are
+    built and frozen here, outside the timing, as in bench/run.py)."""
+    if name == "W1":
+        chain = wg.chain_graph(100).freeze()
+
+        async def w1() -> None:
+            rt = go.Runtime(store)
+            for _ in range(size):
+                await (await rt.start(chain, wg.Counter())).wait()
+
+        return 100 * size, w1
+    if name == "W2":
+        loop = wg.loop_graph(size).freeze()
+
+        async def w2() -> None:
+            rt = go.Runtime(store, tools=wg.loop_tools())
+            await (await rt.start(loop, wg.Loop())).wait()
+
+        return 2 * size, w2
+    many = wg.steps_graph(10, 0.01).freeze()
+
+    async def w6() -> None:
+        rt = go.Runtime(store)
+
+        async def one() -> None:
+            await (await rt.start(many, wg.Counter())).wait()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(size):
+                tg.start_soon(one)
+
+    return 10 * size, w6
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run, print the breakdown."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("workload", choices=["W1", "W2", "W6"])
+    ap.add_argument("--size", type=int, help="runs (W1, W6) or iterations (W2)")
+    ap.add_argument("--memory", action="store_true", help="the in-memory store")
+    args = ap.parse_args(argv)
+    size = args.size or {"W1": 20, "W2": 1000, "W6": 1000}[args.workload]
+    timer = GcTimer()
+
+    async def run() -> None:
+        path = Path(tempfile.mkdtemp(prefix="bench-threads-")) / "threads.db"
+        params = {"store": "memory"} if args.memory else {}
+        store = await wg._opened(params, path)  # pyright: ignore[reportPrivateUsage]
+        steps, work = workload(args.workload, size, store)
+        gc.callbacks.append(timer)
+        before, t0 = thread_cpu(), time.perf_counter()
+        await work()
+        wall, after = time.perf_counter() - t0, thread_cpu()
+        gc.callbacks.remove(timer)
+        await store.close()
+        print(
+            f"{args.workload} x{size} ({'memory' if args.memory else 'SQLite'} store): "
+            f"{steps} steps in {wall:.3f} s, {steps / wall:,.0f} steps/s"
+        )
+        for name, cpu in sorted(after.items(), key=lambda kv: -kv[1]):
+            spent = cpu - before.get(name, 0.0)
+            if spent >= 0.005:
+                print(f"  {name:32} {spent:6.2f} s CPU  {spent / steps * 1e6:6.1f} us/step")
+        print(
+            f"  garbage collector (gen 0/1/2)     {sum(timer.seconds):6.2f} s     "
+            f"{timer.count[0]}/{timer.count[1]}/{timer.count[2]} collections"
+        )
+
+    anyio.run(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
