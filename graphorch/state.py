@@ -143,8 +143,15 @@ class StateSchema(Generic[StateT]):
         info = self.model.model_fields[name]
         decorators = self.model.__pydantic_decorators__
         on_fields = [*decorators.field_validators.values(), *decorators.validators.values()]
+        # a model that builds its own core schema may wrap it in a check of the whole state
+        own_schema = any(
+            "__get_pydantic_core_schema__" in vars(k)
+            for k in self.model.__mro__
+            if k is not BaseModel and issubclass(k, BaseModel)
+        )
         return not (
             not self._per_field
+            or own_schema
             or self.reducers[name].fn is not _append
             or get_origin(info.annotation) is not list
             or info.frozen

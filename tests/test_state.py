@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     PrivateAttr,
     ValidationInfo,
     field_validator,
@@ -20,6 +21,7 @@ from pydantic import (
     root_validator,  # pyright: ignore[reportDeprecated]
     validator,  # pyright: ignore[reportDeprecated]
 )
+from pydantic_core import core_schema
 
 import graphorch as go
 from graphorch.state import StateSchema
@@ -339,6 +341,7 @@ def _at_most_two(items: list[str]) -> list[str]:
         "model validator",
         pytest.param("v1 validator", marks=_V1),
         pytest.param("v1 root validator", marks=_V1),
+        "own core schema",
     ],
 )
 def test_lists_with_their_own_rules_are_validated_whole_on_every_append(kind: str) -> None:
@@ -377,6 +380,21 @@ def test_lists_with_their_own_rules_are_validated_whole_on_every_append(kind: st
             def at_most_two(cls, values: dict[str, Any]) -> dict[str, Any]:
                 _at_most_two(values.get("items", []))
                 return values
+
+    elif kind == "own core schema":
+
+        def capped(model: Any) -> Any:
+            _at_most_two(model.items)
+            return model
+
+        class Capped(BaseModel):
+            items: Annotated[list[str], go.append] = []
+
+            @classmethod
+            def __get_pydantic_core_schema__(
+                cls, source: Any, handler: GetCoreSchemaHandler
+            ) -> core_schema.CoreSchema:
+                return core_schema.no_info_after_validator_function(capped, handler(source))
 
     else:
 
