@@ -21,12 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import workloads_graphorch as wg
-
-import graphorch as go
+from run import SIZES
 
 
 def thread_cpu() -> dict[str, float]:
@@ -57,41 +54,6 @@ class GcTimer:
             self.count[info["generation"]] += 1
 
 
-def workload(name: str, size: int, store: go.Store) -> tuple[int, Any]:
-    """The workload's step count, and a coroutine function running it (graphs are
-    built and frozen here, outside the timing, as in bench/run.py)."""
-    if name == "W1":
-        chain = wg.chain_graph(100).freeze()
-
-        async def w1() -> None:
-            rt = go.Runtime(store)
-            for _ in range(size):
-                await (await rt.start(chain, wg.Counter())).wait()
-
-        return 100 * size, w1
-    if name == "W2":
-        loop = wg.loop_graph(size).freeze()
-
-        async def w2() -> None:
-            rt = go.Runtime(store, tools=wg.loop_tools())
-            await (await rt.start(loop, wg.Loop())).wait()
-
-        return 2 * size, w2
-    many = wg.steps_graph(10, 0.01).freeze()
-
-    async def w6() -> None:
-        rt = go.Runtime(store)
-
-        async def one() -> None:
-            await (await rt.start(many, wg.Counter())).wait()
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(size):
-                tg.start_soon(one)
-
-    return 10 * size, w6
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run, print the breakdown."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -99,34 +61,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, help="runs (W1, W6) or iterations (W2)")
     ap.add_argument("--memory", action="store_true", help="the in-memory store")
     args = ap.parse_args(argv)
-    size = args.size or {"W1": 20, "W2": 1000, "W6": 1000}[args.workload]
+    params = dict(SIZES["full"][args.workload])
+    count = "iterations" if args.workload == "W2" else "runs"
+    if args.size:
+        params[count] = args.size
+    if args.memory:
+        params["store"] = "memory"
     timer = GcTimer()
+    cpu: dict[str, dict[str, float]] = {}
 
-    async def run() -> None:
-        path = Path(tempfile.mkdtemp(prefix="bench-threads-")) / "threads.db"
-        params = {"store": "memory"} if args.memory else {}
-        store = await wg._opened(params, path)  # pyright: ignore[reportPrivateUsage]
-        steps, work = workload(args.workload, size, store)
-        gc.callbacks.append(timer)
-        before, t0 = thread_cpu(), time.perf_counter()
-        await work()
-        wall, after = time.perf_counter() - t0, thread_cpu()
-        gc.callbacks.remove(timer)
-        await store.close()
-        print(
-            f"{args.workload} x{size} ({'memory' if args.memory else 'SQLite'} store): "
-            f"{steps} steps in {wall:.3f} s, {steps / wall:,.0f} steps/s"
-        )
-        for name, cpu in sorted(after.items(), key=lambda kv: -kv[1]):
-            spent = cpu - before.get(name, 0.0)
-            if spent >= 0.005:
-                print(f"  {name:32} {spent:6.2f} s CPU  {spent / steps * 1e6:6.1f} us/step")
-        print(
-            f"  garbage collector (gen 0/1/2)     {sum(timer.seconds):6.2f} s     "
-            f"{timer.count[0]}/{timer.count[1]}/{timer.count[2]} collections"
-        )
+    def probe(what: str) -> None:
+        cpu[what] = thread_cpu()  # before the store closes: its threads still exist
+        if what == "start":
+            gc.callbacks.append(timer)
+        else:
+            gc.callbacks.remove(timer)
 
-    anyio.run(run)
+    # bench/run.py's own workload, measured over its timed part only
+    wg.PROBES.append(probe)
+    result = wg.WORKLOADS[args.workload]({**params, "dir": tempfile.mkdtemp(prefix="threads-")})
+    before, after = cpu["start"], cpu["stop"]
+    steps = {"W1": 100 * params.get("runs", 0), "W2": 2 * params.get("iterations", 0)}.get(
+        args.workload, params.get("steps", 0) * params.get("runs", 0)
+    )
+    wall = result["wall_s"]
+    print(
+        f"{args.workload} x{params[count]} ({'memory' if args.memory else 'SQLite'} store): "
+        f"{steps} steps in {wall:.3f} s, {steps / wall:,.0f} steps/s"
+    )
+    for name, cpu in sorted(after.items(), key=lambda kv: -kv[1]):
+        spent = cpu - before.get(name, 0.0)
+        if spent >= 0.005:
+            print(f"  {name:32} {spent:6.2f} s CPU  {spent / steps * 1e6:6.1f} us/step")
+    print(
+        f"  garbage collector (gen 0/1/2)     {sum(timer.seconds):6.2f} s     "
+        f"{timer.count[0]}/{timer.count[1]}/{timer.count[2]} collections"
+    )
     return 0
 
 

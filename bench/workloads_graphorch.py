@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,6 +68,24 @@ async def _opened(params: dict[str, Any], path: Path) -> go.Store:
     return store
 
 
+PROBES: list[Callable[[str], None]] = []
+"""Called with "start" and "stop" around a workload's timed part (see bench/threads.py)."""
+
+
+def _start() -> float:
+    for probe in PROBES:
+        probe("start")
+    return time.perf_counter()
+
+
+def _stop(t0: float) -> float:
+    """Seconds since ``t0``, taken before the store closes (its writer thread too)."""
+    wall = time.perf_counter() - t0
+    for probe in PROBES:
+        probe("stop")
+    return wall
+
+
 def _tmpdir(params: dict[str, Any]) -> Path:
     return Path(params.get("dir") or tempfile.mkdtemp(prefix="bench-go-"))
 
@@ -101,12 +120,12 @@ def w1(params: dict[str, Any]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         rt = go.Runtime(await _opened(params, path))
         counters: list[int] = []
-        t0 = time.perf_counter()
+        t0 = _start()
         for _ in range(runs):
             run = await rt.start(g, Counter())
             result = await run.wait()
             counters.append(result.state.n)
-        wall = time.perf_counter() - t0
+        wall = _stop(t0)
         await rt.store.close()
         return {
             "wall_s": wall,
@@ -159,9 +178,9 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         rt = go.Runtime(await _opened(params, path), tools=loop_tools())
-        t0 = time.perf_counter()
+        t0 = _start()
         result = await (await rt.start(g, Loop())).wait()
-        wall = time.perf_counter() - t0
+        wall = _stop(t0)
         size = disk_bytes(path)
         await rt.store.close()
         steps = 2 * iterations
@@ -322,9 +341,9 @@ def w5(params: dict[str, Any]) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         rt = go.Runtime(await _opened(params, path))
-        t0 = time.perf_counter()
+        t0 = _start()
         result = await (await rt.start(g, initial)).wait()
-        wall = time.perf_counter() - t0
+        wall = _stop(t0)
         size = disk_bytes(path)
         await rt.store.close()
         return {
@@ -364,11 +383,11 @@ def w6(params: dict[str, Any]) -> dict[str, Any]:
             result = await (await rt.start(g, Counter())).wait()
             counters.append(result.state.n)
 
-        t0 = time.perf_counter()
+        t0 = _start()
         async with anyio.create_task_group() as tg:
             for _ in range(runs):
                 tg.start_soon(one)
-        wall = time.perf_counter() - t0
+        wall = _stop(t0)
         await rt.store.close()
         return {
             "wall_s": wall,

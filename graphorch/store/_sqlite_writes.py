@@ -26,6 +26,7 @@ from graphorch.store.base import AppendField, CheckpointWrite
 __all__ = ["RowWriter"]
 
 _CACHED = 10_000  # entries a cache holds before it starts over
+_INSERT_EVENT = "INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)"
 
 
 class RowWriter:
@@ -172,15 +173,10 @@ class RowWriter:
                 ).fetchone()
             tail = (0, genesis(run_id)) if row is None else (int(row[0]), bytes(row[1]))
         rows, n, prev = _chained(rk, tail, events)
-        deferred = self._rows
-        if deferred is not None:
-            deferred.events.extend(rows)
-            deferred.chains[rk] = (n, prev)
+        self._insert_event_rows(conn, rows)
+        if self._rows is not None:
+            self._rows.chains[rk] = (n, prev)
         else:
-            if len(rows) == 1:
-                conn.execute("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows[0])
-            else:
-                conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
             conn.execute("UPDATE event_chains SET n = ?, hash = ? WHERE rk = ?", (n, prev, rk))
         self._remember_tail(rk, n, prev)
 
@@ -189,13 +185,20 @@ class RowWriter:
     ) -> None:
         """A new run's event log: its first events, and its chain head written once."""
         rows, n, prev = _chained(rk, (0, genesis(run_id)), events)
-        if rows:
-            if self._rows is not None:
-                self._rows.events.extend(rows)
-            else:
-                conn.executemany("INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)", rows)
+        self._insert_event_rows(conn, rows)
         conn.execute("INSERT INTO event_chains (rk, n, hash) VALUES (?, ?, ?)", (rk, n, prev))
         self._remember_tail(rk, n, prev)
+
+    def _insert_event_rows(
+        self, conn: sqlite3.Connection, rows: list[tuple[int, int, str, bytes]]
+    ) -> None:
+        """Event rows now, or at the end of the batch while deferring."""
+        if self._rows is not None:
+            self._rows.events.extend(rows)
+        elif len(rows) == 1:
+            conn.execute(_INSERT_EVENT, rows[0])
+        elif rows:
+            conn.executemany(_INSERT_EVENT, rows)
 
     def _remember_tail(self, rk: int, n: int, prev: bytes) -> None:
         if len(self._ev_tail) > _CACHED:
