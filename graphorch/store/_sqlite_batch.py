@@ -18,7 +18,7 @@ import functools
 import sqlite3
 from typing import Any
 
-__all__ = ["BatchRows"]
+__all__ = ["INSERT_CHECKPOINT", "INSERT_EVENT", "BatchRows"]
 
 # Rows per statement: a few fixed sizes, so the connection's statement cache keeps
 # every variant prepared. 64 rows of the widest table stay under SQLite's oldest
@@ -44,6 +44,12 @@ def _chains_sql(rows: int) -> str:
         " AS v WHERE event_chains.rk = v.column1"
     )
 
+
+_EVENT_COLS = "rk, n, data, hash"
+INSERT_CHECKPOINT = _insert_sql("checkpoints", _CHECKPOINT_COLS, 9, 1)
+"""One checkpoint row, written at once (outside a batch's deferred pass)."""
+INSERT_EVENT = _insert_sql("events", _EVENT_COLS, 4, 1)
+"""One event row, written at once."""
 
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
@@ -79,7 +85,7 @@ class BatchRows:
             self.checkpoints = []
         if self.events:
             _insert_many(
-                conn, self.events, functools.partial(_insert_sql, "events", "rk, n, data, hash", 4)
+                conn, self.events, functools.partial(_insert_sql, "events", _EVENT_COLS, 4)
             )
             self.events = []
         if self.chains:

@@ -12,7 +12,7 @@ import sqlite3
 
 from graphorch.exceptions import CheckpointNotFoundError, StoreError
 from graphorch.store._audit import genesis, link
-from graphorch.store._sqlite_batch import BatchRows
+from graphorch.store._sqlite_batch import INSERT_CHECKPOINT, INSERT_EVENT, BatchRows
 from graphorch.store._sqlite_rows import RK, canonical, names_json, split_id
 from graphorch.store._sqlite_values import (
     Ref,
@@ -26,7 +26,6 @@ from graphorch.store.base import AppendField, CheckpointWrite
 __all__ = ["RowWriter"]
 
 _CACHED = 10_000  # entries a cache holds before it starts over
-_INSERT_EVENT = "INSERT INTO events (rk, n, data, hash) VALUES (?, ?, ?, ?)"
 
 
 class RowWriter:
@@ -139,11 +138,7 @@ class RowWriter:
             if self._rows is not None:
                 self._rows.checkpoints.append(row)
             else:
-                conn.execute(
-                    "INSERT INTO checkpoints (rk, seq, cpid, parent, shape, fields, meta,"
-                    " created_us, created_off) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
+                conn.execute(INSERT_CHECKPOINT, row)
         except sqlite3.IntegrityError:
             raise StoreError(
                 f"checkpoint {cp.checkpoint_id!r} (run {cp.run_id}, seq {cp.seq}) already "
@@ -196,9 +191,9 @@ class RowWriter:
         if self._rows is not None:
             self._rows.events.extend(rows)
         elif len(rows) == 1:
-            conn.execute(_INSERT_EVENT, rows[0])
+            conn.execute(INSERT_EVENT, rows[0])
         elif rows:
-            conn.executemany(_INSERT_EVENT, rows)
+            conn.executemany(INSERT_EVENT, rows)
 
     def _remember_tail(self, rk: int, n: int, prev: bytes) -> None:
         if len(self._ev_tail) > _CACHED:
