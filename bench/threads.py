@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:32} {spent:6.2f} s CPU  {spent / steps * 1e6:6.1f} us/step")
     print(
         f"  garbage collector (gen 0/1/2)     {sum(timer.seconds):6.2f} s     "
-        f"{timer.count[0]}/{timer.count[1]}/{timer.count[2]} collections"
+        f"{timer.count[0]}/{timer.count[1]}/{timer.count[2]} collections, "
+        + "/".join(f"{s:.2f}" for s in timer.seconds)
+        + " s"
     )
     return 0
 

@@ -198,9 +198,15 @@ class Worker:
         """Why the connection could not be opened, once :attr:`opened` is set."""
         return self._open_error
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> T:
+    async def call(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        solo: bool = False,
+        deferrable: bool = False,
+    ) -> T:
         """Run ``fn(conn)`` in the worker thread and return its result."""
-        return await self.submit(fn, solo=solo).wait()
+        return await self.submit(fn, solo=solo, deferrable=deferrable).wait()
 
     def submit(
         self,

@@ -275,7 +275,7 @@ class SQLiteStore:
         self, run: RunRecord, checkpoint: CheckpointWrite, events: Sequence[Event]
     ) -> None:
         """Store a new run with its first checkpoint and events, in one transaction."""
-        await self._writer.call(self._create_job(run, checkpoint, events))
+        await self._writer.call(self._create_job(run, checkpoint, events), deferrable=True)
 
     async def create_run_leased(
         self,
@@ -288,7 +288,9 @@ class SQLiteStore:
     ) -> Lease:
         """:meth:`create_run` and :meth:`acquire_lease` in one transaction: the run's
         row is written once, holding the lease."""
-        lease = await self._writer.call(self._create_job(run, checkpoint, events, (owner, ttl)))
+        lease = await self._writer.call(
+            self._create_job(run, checkpoint, events, (owner, ttl)), deferrable=True
+        )
         assert lease is not None  # a create job given an owner returns its lease
         return lease
 
@@ -520,7 +522,8 @@ class SQLiteStore:
             conn.execute(sql, args)
             self._fence.pop(lease.run_id, None)
 
-        return self._writer.submit(job)
+        # it touches the run's lease columns only: rows deferred before it may wait
+        return self._writer.submit(job, deferrable=True)
 
     def _collect_garbage(self, conn: sqlite3.Connection) -> None:
         collect_garbage(conn)
