@@ -113,3 +113,15 @@ def test_threads_py_splits_cpu_between_the_event_loop_and_the_writer() -> None:
     assert "W6 x10 (SQLite store): 100 steps in" in proc.stdout
     assert "MainThread" in proc.stdout and "graphorch-sqlite-writer" in proc.stdout
     assert "garbage collector (gen 0/1/2)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_startup_py_times_every_phase_of_a_resume() -> None:
+    cmd = [sys.executable, str(BENCH / "startup.py"), "--rounds", "1", "--python", sys.executable]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    phases = [line.split()[-1] for line in lines[2:-1]]  # "since start" of each phase
+    assert len(phases) == 8
+    assert [float(p) for p in phases] == sorted(float(p) for p in phases)  # in order
+    assert "graphorch's own phases together" in lines[-1]
