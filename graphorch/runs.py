@@ -3,32 +3,30 @@
 :class:`Run` is the handle :class:`~graphorch.Runtime` gives for a started, resumed or
 forked run. ``await run.step()`` advances exactly one step (a superstep of parallel
 branches counts each branch); ``await run.wait()`` advances until the run ends, waits
-for a person, or fails.
+for a person, or fails. Its store side (commits, journal, lease) is the mixin in
+:mod:`graphorch._run_commits`; node calls are in :mod:`graphorch._node_calls` and the
+result records in :mod:`graphorch._run_results`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
 import json
 import math
-import operator
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
-from pydantic import BaseModel
-from pydantic_core import to_json, to_jsonable_python
+from pydantic_core import to_jsonable_python
 
-from graphorch._record import Record
-
+from ._node_calls import _direct_fn, _invoke, _model_box
+from ._node_calls import invoke_node_fn as invoke_node_fn  # toolbox imports it from here
+from ._run_commits import RunCommits, _CommitFailed, _meta, _now, _Snapshot, _Stop
+from ._run_results import RunResult, StateT, StepResult
 from .approvals import ApprovalDesk, Pause
 from .context import BacktrackInfo, Context, ErrorInfo
 from .delegation import slot
@@ -38,11 +36,7 @@ from .events import (
     ErrorRouted,
     Event,
     Retrying,
-    RunCancelled,
-    RunFailed,
     RunFinished,
-    RunNeedsAttention,
-    RunStopped,
     RunWaiting,
     StepFinished,
     StepStarted,
@@ -68,42 +62,19 @@ from .exceptions import (
     VisitLimitExceededError,
 )
 from .graph import Edge, FrozenGraph, fire
-from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
+from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode
 from .store.approvals import ApprovalRecord
-from .store.base import (
-    CheckpointWrite,
-    Lease,
-    PendingCommit,
-    PipelinedStore,
-    RunUpdate,
-    pipelined,
-)
+from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate, pipelined
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
 
 if TYPE_CHECKING:
-    from .planning import ModelBox
     from .runtime import Runtime
 
 __all__ = ["Run", "RunResult", "StepResult"]
 
-StateT = TypeVar("StateT", bound=BaseModel)
-
 _EVENT_BUFFER = 10_000  # events kept in memory per run handle for late subscribers
-
-
-class _CommitFailed(RunError):
-    """Internal: a queued commit failed (not for a lost lease); ``original`` says why.
-
-    It ends the step in flight like a fatal error, so no error edge, retry or
-    ``except`` in node code lets a step built on the dropped commits go on; once the
-    step is over, ``original`` is raised to the caller as a direct commit's error is.
-    """
-
-    def __init__(self, original: BaseException, *, run_id: str) -> None:
-        super().__init__(f"a queued commit failed: {original}", run_id=run_id)
-        self.original = original
 
 
 # errors a node can recover from along an error edge, and those that always stop the run
@@ -118,115 +89,10 @@ _ROUTABLE = (
     DelegationError,
 )
 _FATAL = (BudgetExceededError, NeedsAttentionError, LeaseLostError, _CommitFailed)
-# what a step changes on its handle, put back if its queued commit fails
-_ROLLED_BACK = (
-    "state",
-    "seq",
-    "steps",
-    "next_nodes",
-    "_backtracked",
-    "_error",
-    "status",
-    "reason",
-    "output",
-)
-_snapshot = operator.attrgetter(*_ROLLED_BACK)
-
-
-class _Snapshot(NamedTuple):
-    """A run handle before a queued commit: put back if that commit fails."""
-
-    attrs: tuple[Any, ...]  # the values of _ROLLED_BACK
-    visits: dict[str, int] | None  # None: no visit count matters to the run
-    ledger: tuple[int, float, BudgetExceededError | None, NeedsAttentionError | None]
-
 
 _BUSY = "another task is stepping this run; await its step first"
 _STILL_RUNNING = RunUpdate(status=RunStatus.RUNNING)  # what most commits do to the run row
 _YIELD_EVERY = 32  # steps between forced yields to the event loop in wait()
-# Commits wait() may have queued and not yet seen durable. Several queued commits of
-# one run share a transaction in the writer (group commit); the bound keeps a run of
-# CPU-only steps from getting far ahead of its durable history.
-_MAX_QUEUED_COMMITS = 64
-
-
-class StepResult(Record):
-    """What one step did.
-
-    Attributes:
-        run_id: the run.
-        nodes: the node(s) that ran (several for a parallel superstep).
-        changes: the fields that changed, with their new values.
-        next_nodes: what runs next (empty once the run stopped).
-        status: the run's status after the step.
-        step: the run's step count after the step.
-        checkpoint: the checkpoint committed, or None if the step failed.
-        error: the error that stopped the run, if any.
-    """
-
-    run_id: RunId
-    nodes: tuple[str, ...]
-    changes: Mapping[str, Any]
-    next_nodes: tuple[str, ...]
-    status: RunStatus
-    step: int
-    checkpoint: CheckpointId | None
-    error: RunError | None = None
-
-    @property
-    def node(self) -> str:
-        """The node that ran (names joined with "," for a parallel superstep)."""
-        return ",".join(self.nodes)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Jupyter's rich display: what the step changed."""
-        from .notebook import step_mimebundle
-
-        return step_mimebundle(self, include, exclude)
-
-
-class RunResult(Record, Generic[StateT]):
-    """Where a run stands once :meth:`Run.wait` returns.
-
-    Attributes:
-        run_id: the run.
-        status: succeeded, failed, cancelled, waiting or needs_attention.
-        state: the state at the last committed checkpoint.
-        output: the end node's output (None unless succeeded).
-        reason: why it stopped.
-        node: the node to blame or waiting, if any.
-        steps: steps taken.
-        error: the error that stopped it, if it failed in this process.
-    """
-
-    run_id: RunId
-    status: RunStatus
-    state: StateT
-    output: Any
-    reason: str | None
-    node: str | None
-    steps: int
-    error: RunError | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        """True when the run reached an end node."""
-        return self.status is RunStatus.SUCCEEDED
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """Jupyter's rich display: status, output and final state."""
-        from .notebook import result_mimebundle
-
-        return result_mimebundle(self, include, exclude)
-
-    def raise_for_status(self) -> Self:
-        """Raise the run's error if it failed or was cancelled; return self otherwise."""
-        if self.status in (RunStatus.FAILED, RunStatus.CANCELLED):
-            if self.error is not None:
-                raise self.error
-            cls = RunCancelledError if self.status is RunStatus.CANCELLED else RunError
-            raise cls(self.reason or self.status.value, run_id=self.run_id, node=self.node)
-        return self
 
 
 @dataclass
@@ -242,21 +108,7 @@ class _Outcome:
     waiting: Pause | None = None
 
 
-class _Stop(Exception):
-    """Internal: ends a step with a run error (carried in ``error``)."""
-
-    def __init__(self, error: RunError, status: RunStatus = RunStatus.FAILED):
-        self.error = error
-        self.status = status
-
-
-def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
-
-
-class Run(Generic[StateT]):
+class Run(RunCommits, Generic[StateT]):
     """A run being advanced by this process. Get one from :class:`~graphorch.Runtime`."""
 
     def __init__(
@@ -401,24 +253,6 @@ class Run(Generic[StateT]):
         assert result is not None
         return result
 
-    def _current_lease(self) -> Lease | None:
-        return self._lease  # read afresh: a step may have released it meanwhile
-
-    async def _heartbeat(self) -> None:
-        interval = self._rt.lease_ttl / 3
-        while self._lease is not None:
-            await anyio.sleep(interval)
-            lease = self._current_lease()
-            if lease is None or time.monotonic() - self._lease_renewed < interval:
-                continue
-            try:
-                renewed = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
-            except LeaseLostError:
-                return  # the next commit is fenced and stops the run quietly
-            if self._lease is not None:  # pyright: ignore[reportUnnecessaryComparison]
-                self._lease = renewed
-                self._lease_renewed = time.monotonic()
-
     async def _drive(self) -> RunResult[StateT]:
         if self.active:
             # One cancel scope for the whole drive rather than one per step: cancel()
@@ -562,20 +396,6 @@ class Run(Generic[StateT]):
                 RunTimeoutError(f"run exceeded its timeout of {self.timeout}s", run_id=self.id)
             )
 
-    async def _renew_lease(self) -> None:
-        lease = self._lease
-        if lease is None:
-            return
-        now = time.monotonic()
-        if now - self._lease_renewed < self._rt.lease_ttl / 3:
-            return
-        await self._settle()
-        try:
-            self._lease = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
-        except LeaseLostError as err:
-            raise _Stop(err, RunStatus.RUNNING) from None
-        self._lease_renewed = now
-
     async def _run_parallel(self, nodes: tuple[str, ...]) -> list[_Outcome]:
         outcomes: list[_Outcome | None] = [None] * len(nodes)
         errors: list[_Stop] = []
@@ -696,17 +516,6 @@ class Run(Generic[StateT]):
     async def journal_started(self, record: ToolCallRecord) -> None:
         """Durably mark a call as started (with any results not yet written)."""
         await self._journal([record])
-
-    async def _journal(self, records: list[ToolCallRecord]) -> None:
-        await self._settle()  # no call starts before the previous step is durable
-        events, unsent = self._take_unsent()
-        calls = [*unsent, *records]
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._rt.store.journal(self._lease, calls, events, run_id=self.id)
-        except LeaseLostError as err:
-            err.run_id = self.id
-            raise _Stop(err, RunStatus.RUNNING) from None
 
     async def _call_node(self, node: Node, attempt: int) -> _Outcome:
         if isinstance(node, PlanNode):
@@ -979,321 +788,6 @@ class Run(Generic[StateT]):
         self.error_node = first.node
         await self._release()
         return StepResult(self.id, nodes, {}, self.next_nodes, self.status, self.steps, None)
-
-    async def _queue_commit(
-        self, store: PipelinedStore, write: CheckpointWrite, update: RunUpdate
-    ) -> None:
-        """Queue the step's commit and let the next step start while it runs.
-
-        Later steps' node work overlaps this commit, and their commits queue behind it
-        (the store applies them in order, several per transaction). Any tool or model
-        call that must not repeat, any lease or approval write, and every answer to
-        the user wait for all of them first, so nothing is acknowledged or sent out
-        before the steps it follows are durable.
-        """
-        inflight = self._inflight
-        # Commits already durable need no snapshot to roll back to. Held until the run
-        # next waits, a short run's every commit (with its state and checkpoint) stayed
-        # alive to its end: with 1,000 runs in flight, 200,000 objects for the garbage
-        # collector to walk again and again.
-        while inflight:
-            durable = getattr(inflight[0][0], "durable", None)  # optional for a store
-            if durable is None or not durable():
-                break
-            inflight.popleft()
-        if len(inflight) >= _MAX_QUEUED_COMMITS:
-            await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
-        events, calls = self._take_unsent()
-        ledger = self.ledger
-        before = _Snapshot(
-            _snapshot(self),
-            self._visits_before,
-            (ledger.calls, ledger.cost, ledger.budget_error, ledger.attention),
-        )
-        pending = store.submit_step(
-            self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
-        )
-        inflight.append((pending, before))
-
-    def _take_unsent(self) -> tuple[list[Event], list[ToolCallRecord]]:
-        """The events and call records that ride the next commit (handed over once)."""
-        events, self._pending = self._pending, []
-        calls, self.ledger.unsent = self.ledger.unsent, []
-        return events, calls
-
-    async def _settle(self, keep: int = 0) -> None:
-        """Wait until at most ``keep`` queued commits are still in flight.
-
-        If one failed, every commit queued after it fails too (its parent checkpoint
-        is missing, see :class:`PipelinedStore`): this handle goes back to how it was
-        before the failed one, and the step in flight stops. Commits stay queued until
-        their outcome is known, so tasks settling at once (parallel branches calling
-        tools) all wait for the same commits and all see a failure.
-        """
-        if self._broken is not None:
-            raise self._broken
-        inflight = self._inflight
-        while len(inflight) > keep:
-            pending, before = inflight[0]
-            try:
-                await pending.wait()
-            except BaseException as exc:
-                if self._broken is None:
-                    self._broken = await self._roll_back(before, exc)
-                raise self._broken from None
-            if inflight and inflight[0][0] is pending:
-                inflight.popleft()
-        if self._broken is not None:  # another task saw a failure while this one waited
-            raise self._broken
-
-    async def _roll_back(self, before: _Snapshot, exc: BaseException) -> _Stop:
-        """After a queued commit failed: back to the handle as it was before it."""
-        later = list(self._inflight)
-        self._inflight.clear()
-        for queued, _ in later:  # they fail too; wait so none is still being written
-            with contextlib.suppress(Exception):
-                await queued.wait()
-        for name, value in zip(_ROLLED_BACK, before.attrs, strict=True):
-            setattr(self, name, value)
-        if before.visits is not None:
-            self.visits = before.visits
-        ledger = self.ledger
-        ledger.calls, ledger.cost, ledger.budget_error, ledger.attention = before.ledger
-        ledger.unsent = []
-        ledger.replay.clear()
-        self._pending.clear()  # the step in flight is void, and its events with it
-        if isinstance(exc, LeaseLostError):
-            return _Stop(self._lost(exc), RunStatus.RUNNING)
-        return _Stop(_CommitFailed(exc, run_id=self.id))
-
-    def _lost(self, err: LeaseLostError) -> LeaseLostError:
-        """Another process owns the run now: stop quietly, write nothing more."""
-        err.run_id = self.id
-        self.status = RunStatus.RUNNING
-        self.next_nodes = ()
-        self.reason = f"stopped: {err.reason}"
-        self.error = err
-        self._lease = None
-        self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
-        self._pending.clear()
-        return err
-
-    async def _write(
-        self,
-        write: CheckpointWrite | None,
-        update: RunUpdate,
-        *,
-        approvals: Sequence[ApprovalRecord] = (),
-    ) -> None:
-        if self._inflight:
-            await self._settle()
-        events, calls = self._take_unsent()
-        scope = self._scope
-        try:
-            if scope is not None:
-                # a commit is never interrupted half-way: memory must match the store
-                scope.shield = True
-                try:
-                    await self._rt.store.commit_step(
-                        self._lease,
-                        write,
-                        update,
-                        events,
-                        run_id=self.id,
-                        **_calls_kw(calls, approvals),
-                    )
-                finally:
-                    scope.shield = False
-            else:
-                with anyio.CancelScope(shield=True):
-                    await self._rt.store.commit_step(
-                        self._lease,
-                        write,
-                        update,
-                        events,
-                        run_id=self.id,
-                        **_calls_kw(calls, approvals),
-                    )
-        except LeaseLostError as err:
-            raise _Stop(self._lost(err), RunStatus.RUNNING) from None
-
-    async def _stop(self, stop: _Stop, nodes: tuple[str, ...]) -> StepResult:
-        self._broken = None  # the void step ends here
-        err = stop.error
-        if isinstance(err, _CommitFailed):
-            # as when a direct commit fails: the caller gets the store's error, the
-            # handle shows the last durable step, and the run can be driven again
-            raise err.original
-        err.run_id = err.run_id or self.id
-        if isinstance(err, LeaseLostError):
-            self.error = err
-            self.next_nodes = ()
-            if self.reason is None:
-                self.reason = f"stopped: {err.reason}"
-                self._publish(RunStopped(run_id=self.id, step=self.steps, reason=self.reason))
-            self._pending.clear()
-            return self._stopped_result(nodes, err)
-        status = RunStatus.FAILED
-        if isinstance(err, NeedsAttentionError):
-            status = RunStatus.NEEDS_ATTENTION
-            self._publish(
-                RunNeedsAttention(
-                    run_id=self.id,
-                    step=self.steps,
-                    node=err.node or "",
-                    tool=err.tool,
-                    key=err.key,
-                    reason=err.reason,
-                )
-            )
-        else:
-            self._publish(
-                RunFailed(
-                    run_id=self.id,
-                    step=self.steps,
-                    node=err.node,
-                    reason=err.reason,
-                    error_type=type(err).__name__,
-                )
-            )
-        update = RunUpdate(status=status, reason=err.reason, error_node=err.node)
-        try:
-            await self._write(None, update)
-        except _Stop as lost:
-            return self._stopped_result(nodes, lost.error)
-        self.status = status
-        self.reason = err.reason
-        self.error_node = err.node
-        self.error = err
-        await self._release()
-        return self._stopped_result(nodes, err)
-
-    async def _finish_cancelled(self) -> None:
-        reason = self._cancel_reason or "cancelled"
-        self._publish(RunCancelled(run_id=self.id, step=self.steps, reason=reason))
-        try:
-            await self._write(None, RunUpdate(status=RunStatus.CANCELLED, reason=reason))
-        except _Stop:
-            return
-        self.status = RunStatus.CANCELLED
-        self.reason = reason
-        self.error = RunCancelledError(reason, run_id=self.id)
-        await self._release()
-
-    def _stopped_result(self, nodes: tuple[str, ...], err: RunError) -> StepResult:
-        return StepResult(self.id, nodes, {}, (), self.status, self.steps, None, err)
-
-    async def _release(self) -> None:
-        store = self._pipelined
-        if store is not None and self._lease is not None:
-            # Queued behind the commits in flight, so it usually shares their
-            # transaction: one wait for the last step and the release together.
-            released = store.submit_release(self._lease, self.status)
-            try:
-                await self._settle()
-            except BaseException:
-                # the commit's failure is what the caller must see, not the release's
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await released.wait()
-                raise
-            with anyio.CancelScope(shield=True):
-                await released.wait()
-            self._lease = None  # only once the run's last commit is known durable
-            return
-        await self._settle()
-        if self._lease is not None:
-            lease, self._lease = self._lease, None
-            with anyio.CancelScope(shield=True):
-                await self._rt.store.release_lease(lease)
-
-
-def _model_box(run: Run[Any], node: str) -> ModelBox:
-    from .planning import ModelBox  # models load only when a node asks for one
-
-    return ModelBox(run, node)
-
-
-async def invoke_node_fn(run: Run[Any], node: Node, fn: Any, attempt: int) -> Any:
-    """Call a node's user function with the run's state and a fresh Context."""
-    make = functools.partial(run._context, node, attempt)  # pyright: ignore[reportPrivateUsage]
-    return await _invoke(fn, run.state, make)
-
-
-def _direct_fn(node: Node) -> Any:
-    """A plan node's function if it is async and takes only the state, else None."""
-    if isinstance(node, PlanNode) and node.fn is not None:
-        fn = node.fn
-        try:
-            if _calling(fn) == (False, True):
-                return fn
-        except TypeError:  # unhashable callable: take the general path
-            return None
-    return None
-
-
-@functools.cache
-def _calling(fn: Any) -> tuple[bool, bool]:
-    """(takes the context, is async) for a user function, worked out once."""
-    return _arity(fn) != 1, _is_async(fn)
-
-
-async def _invoke(fn: Any, state: Any, ctx: Context[Any] | Callable[[], Context[Any]]) -> Any:
-    """Call a user function with (state) or (state, ctx); sync ones run in a thread.
-
-    ``ctx`` may be a factory: most node functions take only the state, and building
-    a context they never see is a measurable part of a step.
-    """
-    try:
-        with_ctx, is_async = _calling(fn)
-    except TypeError:  # unhashable callable: work it out each time
-        with_ctx, is_async = _arity(fn) != 1, _is_async(fn)
-    args: tuple[Any, ...] = (state,)
-    if with_ctx:
-        made: Context[Any] = ctx if isinstance(ctx, Context) else ctx()  # pyright: ignore[reportUnknownVariableType]
-        args = (state, made)
-    if is_async:
-        return await fn(*args)
-    result = await anyio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-def _meta(
-    steps: int,
-    visits: Mapping[str, int],
-    back: BacktrackInfo | None,
-    ledger: CallLedger,
-    error: ErrorInfo | None = None,
-) -> bytes:
-    # Defaults are left out (readers fill them in): a checkpoint row per step makes
-    # every byte here count, e.g. ~50 KB over W2's 2,000 steps.
-    data: dict[str, Any] = {"steps": steps}
-    if visits:
-        data["visits"] = visits
-    if error is not None:
-        data["error"] = {"source": error.source, "type": error.error_type, "reason": error.reason}
-    if ledger.calls:
-        data["calls"] = ledger.calls
-    if ledger.cost:
-        data["cost"] = ledger.cost
-    if back is not None:
-        data["backtracked"] = {"source": back.source, "reason": back.reason}
-    return to_json(data)
-
-
-def _calls_kw(
-    calls: list[ToolCallRecord], approvals: Sequence[ApprovalRecord] = ()
-) -> dict[str, Any]:
-    # extra rows ride in the step's transaction; plain steps keep the short signature
-    extra: dict[str, Any] = {"calls": calls} if calls else {}
-    if approvals:
-        extra["approvals"] = approvals
-    return extra
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _to_loop_deadline(wall_deadline: float) -> float:
