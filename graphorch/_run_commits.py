@@ -120,10 +120,19 @@ class RunCommits:
     def _current_lease(self) -> Lease | None:
         return self._lease  # read afresh: a step may have released it meanwhile
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, stop: anyio.Event) -> None:
+        """Renew the lease every third of its time to live until ``stop`` is set.
+
+        Told to stop rather than cancelled: a cancelled task leaves its exception,
+        traceback and frames in a reference cycle that holds the whole run handle (its
+        state and events) until the garbage collector finds it.
+        """
         interval = self._rt.lease_ttl / 3
         while self._lease is not None:
-            await anyio.sleep(interval)
+            with anyio.move_on_after(interval):
+                await stop.wait()
+            if stop.is_set():
+                return
             lease = self._current_lease()
             if lease is None or time.monotonic() - self._lease_renewed < interval:
                 continue

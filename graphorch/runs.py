@@ -169,7 +169,6 @@ class Run(RunCommits, Generic[StateT]):
         self._cancel_reason: str | None = None
         self._stepping = False
         self.ledger = ledger if ledger is not None else CallLedger()
-        self.publish = self._publish
         self._pipelined: PipelinedStore | None = pipelined(runtime.store)
         # Commits queued by wait() while later steps already run, oldest first, each
         # with what this handle looked like before it (restored if that commit fails).
@@ -212,6 +211,11 @@ class Run(RunCommits, Generic[StateT]):
             for waiter in listeners:
                 waiter.set()
 
+    # Nodes' helpers (tool boxes, delegation, model plans) publish through this name. An
+    # alias on the class, not ``self.publish = self._publish``: a bound method stored on
+    # the instance made every run a reference cycle, freed only by the garbage collector.
+    publish = _publish
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event of this run handle, from its first, live until the run stops."""
         seen = 0
@@ -240,14 +244,15 @@ class Run(RunCommits, Generic[StateT]):
             return await self._drive()
         result: RunResult[StateT] | None = None
         error: Exception | None = None
+        stop = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeat)
+            tg.start_soon(self._heartbeat, stop)
             try:
                 result = await self._drive()
             except Exception as exc:  # raised as it is, not inside an exception group
                 error = exc
             finally:
-                tg.cancel_scope.cancel()
+                stop.set()
         if error is not None:
             raise error
         assert result is not None

@@ -601,3 +601,30 @@ async def test_an_error_edge_for_another_error_type_does_not_fire() -> None:
     g.edge("fetch", "fallback", on_error=go.ToolError).edge("fallback", "done")
     result = await (await go.Runtime().start(g, Counter())).wait()
     assert result.status is go.RunStatus.FAILED and isinstance(result.error, go.StateUpdateError)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+async def test_a_finished_run_is_freed_at_once_without_the_garbage_collector(
+    store: str, tmp_path: Any
+) -> None:
+    # With thousands of runs in a process, a run handle caught in a reference cycle
+    # keeps its states and events alive until a full collection walks them all.
+    import gc
+    import weakref
+
+    from graph_helpers import S, chain
+
+    rt = go.Runtime(go.MemoryStore() if store == "memory" else go.SQLiteStore(tmp_path / "r.db"))
+    g = chain().freeze()
+    await (await rt.start(g, S())).wait()  # first use: caches and lazy imports settle
+    gc.collect()
+    gc.disable()
+    try:
+        run = await rt.start(g, S())
+        assert (await run.wait()).status is go.RunStatus.SUCCEEDED
+        handle = weakref.ref(run)
+        del run
+        assert handle() is None, gc.get_referrers(handle())
+    finally:
+        gc.enable()
+        await rt.store.close()
