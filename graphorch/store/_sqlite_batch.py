@@ -20,10 +20,18 @@ from typing import Any
 
 __all__ = ["INSERT_CHECKPOINT", "INSERT_EVENT", "BatchRows"]
 
-# Rows per statement: a few fixed sizes, so the connection's statement cache keeps
-# every variant prepared. 64 rows of the widest table stay under SQLite's oldest
-# limit of 999 bound variables.
-_SIZES = (64, 16, 4, 1)
+# Rows per statement: powers of two, so the connection's statement cache keeps every
+# variant prepared and n rows take at most log2(n) + 1 statements. Fewer, larger
+# statements matter here: each one hands the GIL over and waits to get it back, up
+# to the interpreter's switch interval (5 ms) while the event loop is busy.
+_MAX_ROWS = 1024  # the widest statement's SQL is then ~20 KB
+
+
+@functools.cache
+def _sizes(max_rows: int) -> tuple[int, ...]:
+    """The statement sizes, largest first, up to ``max_rows`` rows."""
+    return tuple(2**k for k in range(max(max_rows, 1).bit_length() - 1, -1, -1))
+
 
 _CHECKPOINT_COLS = "rk, seq, cpid, parent, shape, fields, meta, created_us, created_off"
 
@@ -54,10 +62,15 @@ INSERT_EVENT = _insert_sql("events", _EVENT_COLS, 4, 1)
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 
-def _insert_many(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], sql: Any) -> None:
-    """Run ``sql(size)`` over ``rows`` with as few statements as the fixed sizes allow."""
+def _insert_many(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], sql: Any, width: int
+) -> None:
+    """Run ``sql(size)`` over ``rows`` of ``width`` values each, in as few statements as
+    the sizes allow and the build's limit on bound variables (999 before SQLite 3.32,
+    32,766 since) admits."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     i, total = 0, len(rows)
-    for size in _SIZES:
+    for size in _sizes(min(_MAX_ROWS, limit // width)):
         while total - i >= size:
             chunk = rows[i : i + size]
             conn.execute(sql(size), [value for row in chunk for value in row])
@@ -81,17 +94,18 @@ class BatchRows:
                 conn,
                 self.checkpoints,
                 functools.partial(_insert_sql, "checkpoints", _CHECKPOINT_COLS, 9),
+                9,
             )
             self.checkpoints = []
         if self.events:
             _insert_many(
-                conn, self.events, functools.partial(_insert_sql, "events", _EVENT_COLS, 4)
+                conn, self.events, functools.partial(_insert_sql, "events", _EVENT_COLS, 4), 4
             )
             self.events = []
         if self.chains:
             heads = [(rk, n, head) for rk, (n, head) in self.chains.items()]
             if _UPDATE_FROM:
-                _insert_many(conn, heads, _chains_sql)
+                _insert_many(conn, heads, _chains_sql, 3)
             else:  # pragma: no cover - SQLite before 3.33 (2020)
                 conn.executemany(
                     "UPDATE event_chains SET n = ?, hash = ? WHERE rk = ?",
