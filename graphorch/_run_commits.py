@@ -279,30 +279,19 @@ class RunCommits:
         events, calls = self._take_unsent()
         scope = self._scope
         try:
+            commit = self._rt.store.commit_step(
+                self._lease, write, update, events, run_id=self.id, **_calls_kw(calls, approvals)
+            )
+            # a commit is never interrupted half-way: memory must match the store
             if scope is not None:
-                # a commit is never interrupted half-way: memory must match the store
                 scope.shield = True
                 try:
-                    await self._rt.store.commit_step(
-                        self._lease,
-                        write,
-                        update,
-                        events,
-                        run_id=self.id,
-                        **_calls_kw(calls, approvals),
-                    )
+                    await commit
                 finally:
                     scope.shield = False
             else:
                 with anyio.CancelScope(shield=True):
-                    await self._rt.store.commit_step(
-                        self._lease,
-                        write,
-                        update,
-                        events,
-                        run_id=self.id,
-                        **_calls_kw(calls, approvals),
-                    )
+                    await commit
         except LeaseLostError as err:
             raise _Stop(self._lost(err), RunStatus.RUNNING) from None
 
