@@ -64,7 +64,7 @@ from .exceptions import (
 from .graph import Edge, FrozenGraph, fire
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode
 from .store.approvals import ApprovalRecord
-from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate, pipelined
+from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
@@ -169,7 +169,7 @@ class Run(RunCommits, Generic[StateT]):
         self._cancel_reason: str | None = None
         self._stepping = False
         self.ledger = ledger if ledger is not None else CallLedger()
-        self._pipelined: PipelinedStore | None = pipelined(runtime.store)
+        self._pipelined: PipelinedStore | None = runtime.pipelined_store()
         # Commits queued by wait() while later steps already run, oldest first, each
         # with what this handle looked like before it (restored if that commit fails).
         self._inflight: deque[tuple[PendingCommit, _Snapshot]] = deque()
@@ -211,10 +211,11 @@ class Run(RunCommits, Generic[StateT]):
             for waiter in listeners:
                 waiter.set()
 
-    # Nodes' helpers (tool boxes, delegation, model plans) publish through this name. An
-    # alias on the class, not ``self.publish = self._publish``: a bound method stored on
-    # the instance made every run a reference cycle, freed only by the garbage collector.
-    publish = _publish
+    def publish(self, event: Event) -> None:
+        """Record an event of this run and stream it to :meth:`events` subscribers."""
+        # A method, not ``self.publish = self._publish``: a bound method stored on the
+        # instance made every run a reference cycle, freed only by the garbage collector.
+        self._publish(event)
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event of this run handle, from its first, live until the run stops."""

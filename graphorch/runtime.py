@@ -54,6 +54,7 @@ from .store.base import (
     CheckpointInfo,
     CheckpointWrite,
     Lease,
+    PipelinedStore,
     RunRecord,
     RunUpdate,
     Store,
@@ -143,8 +144,22 @@ class Runtime:
         self.lease_ttl = lease_ttl
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self._graphs: dict[str, FrozenGraph[Any, Any]] = {}
+        self._pipelined_for: object = None
+        self._pipelined: PipelinedStore | None = None
         for g in graphs:
             self.register(g)
+
+    def pipelined_store(self) -> PipelinedStore | None:
+        """The store as a :class:`PipelinedStore`, or None if it is not one.
+
+        Asked once per store object: the protocol check inspects every member and
+        cost tens of microseconds, twice per run started.
+        """
+        store = self.store
+        if store is not self._pipelined_for:
+            self._pipelined = pipelined(store)
+            self._pipelined_for = store
+        return self._pipelined
 
     def register(self, graph: GraphLike) -> FrozenGraph[Any, Any]:
         """Make a graph known by name, so its runs can be resumed without passing it.
@@ -163,7 +178,7 @@ class Runtime:
     async def _create(self, record: RunRecord, write: CheckpointWrite, event: Event) -> Lease:
         """Store a new run and take its lease (in one transaction where the store can)."""
         store = self.store
-        fast = pipelined(store)
+        fast = self.pipelined_store()
         if fast is not None:
             return await fast.create_run_leased(
                 record, write, [event], owner=self.owner, ttl=self.lease_ttl

@@ -628,3 +628,16 @@ async def test_a_finished_run_is_freed_at_once_without_the_garbage_collector(
     finally:
         gc.enable()
         await rt.store.close()
+
+
+async def test_a_store_set_on_the_runtime_later_is_the_one_runs_use(tmp_path: Any) -> None:
+    from graph_helpers import S, chain
+
+    rt = go.Runtime(go.SQLiteStore(tmp_path / "first.db"))
+    g = chain().freeze()
+    await (await rt.start(g, S())).wait()
+    await rt.store.close()
+    rt.store = go.MemoryStore()  # not pipelined, unlike the SQLite store before it
+    run = await rt.start(g, S())
+    assert (await run.wait()).status is go.RunStatus.SUCCEEDED
+    assert (await rt.store.get_run(run.id)).status is go.RunStatus.SUCCEEDED

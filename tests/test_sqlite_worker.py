@@ -246,3 +246,50 @@ async def test_a_failing_begin_hook_fails_its_batch_and_leaves_no_transaction_op
         assert _rows(path) == [2]
     finally:
         await worker.close()
+
+
+class _CountingWorker(Worker):
+    """Counts the pauses the writer takes to let more jobs join a batch."""
+
+    lingered = 0
+
+    def _linger(self, expected: int) -> None:
+        self.lingered += 1
+        super()._linger(expected)
+
+
+async def test_the_writer_does_not_linger_for_a_job_its_caller_already_awaits(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "w.db"
+    worker = _CountingWorker("test-writer", _opener(path), str(path), transactional=True)
+
+    async def batch_of_three(first: int) -> None:
+        gate = threading.Event()
+        blocker = worker.submit(lambda conn: gate.wait(10))  # the next jobs queue behind it
+        jobs = [worker.submit(_insert(x)) for x in range(first, first + 3)]
+        gate.set()
+        await blocker.wait()
+        for job in jobs:
+            await job.wait()
+
+    try:
+        await batch_of_three(1)
+        # after a batch of many, a job its caller awaits runs at once
+        assert await worker.call(_insert(4)) == 4
+        assert worker.lingered == 0
+        await batch_of_three(5)
+        # one queued and not awaited waits a moment for company
+        ran = threading.Event()
+
+        def insert_8(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t (x) VALUES (8)")
+            ran.set()
+
+        queued = worker.submit(insert_8)
+        assert await anyio.to_thread.run_sync(ran.wait, 10)  # not via the job: no waiter
+        await queued.wait()
+        assert worker.lingered == 1
+        assert _rows(path) == [1, 2, 3, 4, 5, 6, 7, 8]
+    finally:
+        await worker.close()

@@ -252,7 +252,8 @@ class Worker:
                 batch: list[Job[Any]] = [item]
                 stop = False
                 if self._transactional and not item.solo:
-                    if last_batch > 1:
+                    # not while its caller already waits: lingering only delays it
+                    if last_batch > 1 and item.waiter is None:
                         self._linger(last_batch)
                     while len(batch) < _MAX_BATCH:
                         try:
