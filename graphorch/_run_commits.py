@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic_core import to_json
@@ -22,14 +22,13 @@ from ._run_results import StepResult
 from .context import BacktrackInfo, ErrorInfo
 from .events import Event, RunCancelled, RunFailed, RunNeedsAttention, RunStopped
 from .exceptions import (
-    BudgetExceededError,
     LeaseLostError,
     NeedsAttentionError,
     RunCancelledError,
     RunError,
 )
 from .store.approvals import ApprovalRecord
-from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate
+from .store.base import CheckpointWrite, Lease, PipelinedStore, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallLedger
 from .types import RunId, RunStatus
@@ -37,7 +36,7 @@ from .types import RunId, RunStatus
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["RunCommits", "_CommitFailed", "_Snapshot", "_Stop", "_meta", "_now"]
+__all__ = ["RunCommits", "_CommitFailed", "_Queued", "_Stop", "_meta", "_now"]
 
 # Commits wait() may have queued and not yet seen durable. Several queued commits of
 # one run share a transaction in the writer (group commit); the bound keeps a run of
@@ -81,12 +80,13 @@ _ROLLED_BACK = (
 _snapshot = operator.attrgetter(*_ROLLED_BACK)
 
 
-class _Snapshot(NamedTuple):
-    """A run handle before a queued commit: put back if that commit fails."""
-
-    attrs: tuple[Any, ...]  # the values of _ROLLED_BACK
-    visits: dict[str, int] | None  # None: no visit count matters to the run
-    ledger: tuple[int, float, BudgetExceededError | None, NeedsAttentionError | None]
+_Queued = tuple[Any, ...]
+"""A queued commit and the handle as it was before it (put back if the commit fails):
+``(pending, *values of _ROLLED_BACK, visits, calls, cost, budget_error, attention)``,
+visits None when no visit count matters to the run. One flat tuple, not a record of
+tuples: with many runs stepping at once, each queued commit outlives young-generation
+collections, and every object in it is work for the full ones."""
+_VISITS = 1 + len(_ROLLED_BACK)  # where the values after _ROLLED_BACK's start
 
 
 class RunCommits:
@@ -109,7 +109,7 @@ class RunCommits:
     _scope: anyio.CancelScope | None
     _cancel_reason: str | None
     _pipelined: PipelinedStore | None
-    _inflight: deque[tuple[PendingCommit, _Snapshot]]
+    _inflight: deque[_Queued]
     _broken: _Stop | None
     _visits_before: dict[str, int] | None
 
@@ -194,15 +194,20 @@ class RunCommits:
             await self._settle(keep=_MAX_QUEUED_COMMITS - 1)
         events, calls = self._take_unsent()
         ledger = self.ledger
-        before = _Snapshot(
-            _snapshot(self),
-            self._visits_before,
-            (ledger.calls, ledger.cost, ledger.budget_error, ledger.attention),
-        )
         pending = store.submit_step(
             self._lease, write, update, events, run_id=self.id, **_calls_kw(calls)
         )
-        inflight.append((pending, before))
+        inflight.append(
+            (
+                pending,
+                *_snapshot(self),
+                self._visits_before,
+                ledger.calls,
+                ledger.cost,
+                ledger.budget_error,
+                ledger.attention,
+            )
+        )
 
     def _take_unsent(self) -> tuple[list[Event], list[ToolCallRecord]]:
         """The events and call records that ride the next commit (handed over once)."""
@@ -223,7 +228,8 @@ class RunCommits:
             raise self._broken
         inflight = self._inflight
         while len(inflight) > keep:
-            pending, before = inflight[0]
+            before = inflight[0]
+            pending = before[0]
             try:
                 await pending.wait()
             except BaseException as exc:
@@ -235,19 +241,20 @@ class RunCommits:
         if self._broken is not None:  # another task saw a failure while this one waited
             raise self._broken
 
-    async def _roll_back(self, before: _Snapshot, exc: BaseException) -> _Stop:
+    async def _roll_back(self, before: _Queued, exc: BaseException) -> _Stop:
         """After a queued commit failed: back to the handle as it was before it."""
         later = list(self._inflight)
         self._inflight.clear()
-        for queued, _ in later:  # they fail too; wait so none is still being written
+        for queued in later:  # they fail too; wait so none is still being written
             with contextlib.suppress(Exception):
-                await queued.wait()
-        for name, value in zip(_ROLLED_BACK, before.attrs, strict=True):
+                await queued[0].wait()
+        for name, value in zip(_ROLLED_BACK, before[1:_VISITS], strict=True):
             setattr(self, name, value)
-        if before.visits is not None:
-            self.visits = before.visits
+        visits = before[_VISITS]
+        if visits is not None:
+            self.visits = visits
         ledger = self.ledger
-        ledger.calls, ledger.cost, ledger.budget_error, ledger.attention = before.ledger
+        ledger.calls, ledger.cost, ledger.budget_error, ledger.attention = before[_VISITS + 1 :]
         ledger.unsent = []
         ledger.replay.clear()
         self._pending.clear()  # the step in flight is void, and its events with it

@@ -25,7 +25,7 @@ from pydantic_core import to_jsonable_python
 
 from ._node_calls import _direct_fn, _invoke, _model_box
 from ._node_calls import invoke_node_fn as invoke_node_fn  # toolbox imports it from here
-from ._run_commits import RunCommits, _CommitFailed, _meta, _now, _Snapshot, _Stop
+from ._run_commits import RunCommits, _CommitFailed, _meta, _now, _Queued, _Stop
 from ._run_results import RunResult, StateT, StepResult
 from .approvals import ApprovalDesk, Pause
 from .context import BacktrackInfo, Context, ErrorInfo
@@ -64,7 +64,7 @@ from .exceptions import (
 from .graph import Edge, FrozenGraph, fire
 from .nodes import ApprovalOutcome, ApproveNode, Backtrack, EndNode, Node, PlanNode
 from .store.approvals import ApprovalRecord
-from .store.base import CheckpointWrite, Lease, PendingCommit, PipelinedStore, RunUpdate
+from .store.base import CheckpointWrite, Lease, PipelinedStore, RunUpdate
 from .store.journal import ToolCallRecord
 from .toolbox import CallEngine, CallLedger, ToolBox
 from .types import CheckpointId, RunId, RunStatus, checkpoint_id
@@ -172,7 +172,7 @@ class Run(RunCommits, Generic[StateT]):
         self._pipelined: PipelinedStore | None = runtime.pipelined_store()
         # Commits queued by wait() while later steps already run, oldest first, each
         # with what this handle looked like before it (restored if that commit fails).
-        self._inflight: deque[tuple[PendingCommit, _Snapshot]] = deque()
+        self._inflight: deque[_Queued] = deque()
         # Set when a queued commit failed: the step in flight is void, and every later
         # settle in it raises this until the step has stopped (see _stop).
         self._broken: _Stop | None = None
