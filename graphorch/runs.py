@@ -169,7 +169,7 @@ class Run(RunCommits, Generic[StateT]):
         self._cancel_reason: str | None = None
         self._stepping = False
         self.ledger = ledger if ledger is not None else CallLedger()
-        self._pipelined: PipelinedStore | None = runtime.pipelined_store()
+        self._pipelined: PipelinedStore | None = runtime._pipelined_store()  # pyright: ignore[reportPrivateUsage]
         # Commits queued by wait() while later steps already run, oldest first, each
         # with what this handle looked like before it (restored if that commit fails).
         self._inflight: deque[_Queued] = deque()

@@ -149,7 +149,7 @@ class Runtime:
         for g in graphs:
             self.register(g)
 
-    def pipelined_store(self) -> PipelinedStore | None:
+    def _pipelined_store(self) -> PipelinedStore | None:
         """The store as a :class:`PipelinedStore`, or None if it is not one.
 
         Asked once per store object: the protocol check inspects every member and
@@ -178,7 +178,7 @@ class Runtime:
     async def _create(self, record: RunRecord, write: CheckpointWrite, event: Event) -> Lease:
         """Store a new run and take its lease (in one transaction where the store can)."""
         store = self.store
-        fast = self.pipelined_store()
+        fast = self._pipelined_store()
         if fast is not None:
             return await fast.create_run_leased(
                 record, write, [event], owner=self.owner, ttl=self.lease_ttl
