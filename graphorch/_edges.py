@@ -7,7 +7,6 @@ name it without importing ``graph`` (which re-exports it).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -18,6 +17,7 @@ from .nodes import (
     ApprovalOutcome,
     _arity,  # pyright: ignore[reportPrivateUsage]
     _has_signature,  # pyright: ignore[reportPrivateUsage]
+    is_async_callable,
 )
 
 __all__ = ["START", "Edge", "edge_name", "edge_problems", "error_types", "fire"]
@@ -118,12 +118,6 @@ def error_types(value: object) -> tuple[type[BaseException], ...] | None:
     return None
 
 
-def _is_async(fn: object) -> bool:
-    """An ``async def`` function, or an object whose ``__call__`` is one."""
-    call: object = getattr(fn, "__call__", None)  # noqa: B004
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
-
-
 def edge_name(source: object, targets: Iterable[object]) -> str:
     """How problems name an edge: ``edge 'a' -> 'b', 'c'``."""
     return f"edge {source!r} -> {', '.join(repr(t) for t in targets)}"
@@ -148,7 +142,7 @@ def edge_problems(
             found.append(f"{where}: a target must be a node's name (str), got {t!r}")
     if when is not None and not callable(when):
         found.append(f"{where}: when= must be a function of the state, got {type(when).__name__}")
-    elif when is not None and _is_async(when):
+    elif when is not None and is_async_callable(when):
         found.append(
             f"{where}: when= must be a plain function; {getattr(when, '__name__', 'it')} "
             f"is async, and a coroutine would always count as true"

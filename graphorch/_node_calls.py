@@ -15,19 +15,13 @@ import anyio
 import anyio.to_thread
 
 from .context import Context
-from .nodes import Node, PlanNode, _arity  # pyright: ignore[reportPrivateUsage]
+from .nodes import Node, PlanNode, _arity, is_async_callable  # pyright: ignore[reportPrivateUsage]
 
 if TYPE_CHECKING:
     from .planning import ModelBox
     from .runs import Run
 
 __all__ = ["_direct_fn", "_invoke", "_model_box", "invoke_node_fn"]
-
-
-def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
 
 
 def _model_box(run: Run[Any], node: str) -> ModelBox:
@@ -57,7 +51,7 @@ def _direct_fn(node: Node) -> Any:
 @functools.cache
 def _calling(fn: Any) -> tuple[bool, bool]:
     """(takes the context, is async) for a user function, worked out once."""
-    return _arity(fn) != 1, _is_async(fn)
+    return _arity(fn) != 1, is_async_callable(fn)
 
 
 async def _invoke(fn: Any, state: Any, ctx: Context[Any] | Callable[[], Context[Any]]) -> Any:
@@ -69,7 +63,7 @@ async def _invoke(fn: Any, state: Any, ctx: Context[Any] | Callable[[], Context[
     try:
         with_ctx, is_async = _calling(fn)
     except TypeError:  # unhashable callable: work it out each time
-        with_ctx, is_async = _arity(fn) != 1, _is_async(fn)
+        with_ctx, is_async = _arity(fn) != 1, is_async_callable(fn)
     args: tuple[Any, ...] = (state,)
     if with_ctx:
         made: Context[Any] = ctx if isinstance(ctx, Context) else ctx()  # pyright: ignore[reportUnknownVariableType]

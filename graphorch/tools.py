@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 from graphorch._record import Record
 
 from .exceptions import DefinitionError
-from .nodes import Retry
+from .nodes import Retry, is_async_callable
 
 __all__ = ["RateLimit", "Tool", "ToolContext", "ToolRegistry"]
 
@@ -175,12 +175,6 @@ def _context_param(fn: Callable[..., Any]) -> str | None:
         if annotation is ToolContext or (pname == "ctx" and annotation is _NO_RESULT):
             return pname
     return None
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - objects with an async __call__
-    )
 
 
 class ToolRegistry:
@@ -342,7 +336,7 @@ class ToolRegistry:
             rate_limit=rate_limit,
             cost=float(cost),
             context_param=context_param,
-            is_async=_is_async(fn),
+            is_async=is_async_callable(fn),
         )
         self._tools[tool_name] = tool
         return tool
