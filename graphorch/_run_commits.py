@@ -120,29 +120,27 @@ class RunCommits:
     def _current_lease(self) -> Lease | None:
         return self._lease  # read afresh: a step may have released it meanwhile
 
-    async def _heartbeat(self, stop: anyio.Event) -> None:
-        """Renew the lease every third of its time to live until ``stop`` is set.
+    @property
+    def _lease_ttl(self) -> float:
+        return self._rt.lease_ttl
 
-        Told to stop rather than cancelled: a cancelled task leaves its exception,
-        traceback and frames in a reference cycle that holds the whole run handle (its
-        state and events) until the garbage collector finds it.
+    def _lease_due(self, now: float) -> bool:
+        """Whether a third of the lease's time to live has passed since its renewal."""
+        return self._lease is not None and now - self._lease_renewed >= self._rt.lease_ttl / 3
+
+    async def _keep_alive(self) -> None:
+        """Renew the lease while a step may be in flight (see :mod:`._lease_keeper`).
+
+        Raises:
+            LeaseLostError: another owner holds the run now.
         """
-        interval = self._rt.lease_ttl / 3
-        while self._lease is not None:
-            with anyio.move_on_after(interval):
-                await stop.wait()
-            if stop.is_set():
-                return
-            lease = self._current_lease()
-            if lease is None or time.monotonic() - self._lease_renewed < interval:
-                continue
-            try:
-                renewed = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
-            except LeaseLostError:
-                return  # the next commit is fenced and stops the run quietly
-            if self._lease is not None:  # pyright: ignore[reportUnnecessaryComparison]
-                self._lease = renewed
-                self._lease_renewed = time.monotonic()
+        lease = self._lease
+        if lease is None:
+            return
+        renewed = await self._rt.store.renew_lease(lease, self._rt.lease_ttl)
+        if self._lease is lease:  # not released or renewed by a step meanwhile
+            self._lease = renewed
+            self._lease_renewed = time.monotonic()
 
     async def _renew_lease(self) -> None:
         lease = self._lease

@@ -23,6 +23,7 @@ import anyio
 import anyio.lowlevel
 from pydantic_core import to_jsonable_python
 
+from ._lease_keeper import KEEPER
 from ._node_calls import _direct_fn, _invoke, _model_box
 from ._node_calls import invoke_node_fn as invoke_node_fn  # toolbox imports it from here
 from ._run_commits import RunCommits, _CommitFailed, _meta, _now, _Queued, _Stop
@@ -238,26 +239,16 @@ class Run(RunCommits, Generic[StateT]):
     async def wait(self) -> RunResult[StateT]:
         """Advance until the run ends, waits for a person, or fails.
 
-        While it drives the run, a heartbeat keeps the run's lease alive, so a node
+        While it drives the run, the runtime keeps the run's lease alive, so a node
         that runs longer than the lease's time to live does not lose the run.
         """
         if self._lease is None or not self.active:
             return await self._drive()
-        result: RunResult[StateT] | None = None
-        error: Exception | None = None
-        stop = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeat, stop)
-            try:
-                result = await self._drive()
-            except Exception as exc:  # raised as it is, not inside an exception group
-                error = exc
-            finally:
-                stop.set()
-        if error is not None:
-            raise error
-        assert result is not None
-        return result
+        KEEPER.add(self)
+        try:
+            return await self._drive()
+        finally:
+            KEEPER.discard(self)
 
     async def _drive(self) -> RunResult[StateT]:
         if self.active:

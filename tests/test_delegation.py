@@ -179,9 +179,38 @@ async def test_fan_out_keeps_item_order_and_respects_the_concurrency_limit() -> 
 
 
 async def test_fail_fast_cancels_the_siblings() -> None:
+    sleeping = 0
+    all_asleep = anyio.Event()
+    worker = go.Graph("worker", state=Job)
+
+    @worker.plan
+    async def work(s: Job) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        nonlocal sleeping
+        if s.item == 0:
+            await all_asleep.wait()  # fails once every sibling is running
+            raise ValueError(f"item {s.item} is cursed")
+        sleeping += 1
+        if sleeping == 3:
+            all_asleep.set()
+        await anyio.sleep(30)
+        return {"result": s.item * 10}
+
+    worker.end("done", output=lambda s: s.result)
+    worker.edge(go.START, "work").edge("work", "done")
+    g = go.Graph("fan", state=Batch)
+    g.delegate(
+        "spread",
+        graph=worker,
+        each="items",
+        input=lambda item: {"item": item},
+        output="results",
+        concurrency=4,
+    )
+    g.end("done")
+    g.edge(go.START, "spread").edge("spread", "done")
     rt = go.Runtime()
-    g = summing(30.0, fail_on=0, concurrency=4)
-    result = await (await rt.start(g, Batch(items=[0, 1, 2, 3]))).wait()
+    with anyio.fail_after(10):
+        result = await (await rt.start(g, Batch(items=[0, 1, 2, 3]))).wait()
     assert isinstance(result.error, go.ChildRunError)
     assert "cursed" in (result.reason or "")
     statuses = {r.status for r in await rt.store.list_runs(parent_run=result.run_id)}

@@ -1,0 +1,122 @@
+"""A driven run's lease stays alive while a node runs longer than the lease lives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+import graphorch as go
+from graphorch._lease_keeper import KEEPER
+from graphorch.store.base import Lease
+
+
+class N(BaseModel):
+    n: int = 0
+
+
+class CountingStore(go.MemoryStore):
+    """Counts lease renewals asked for and lets a test wait for the ``k``-th."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals = 0
+        self.seen: dict[int, anyio.Event] = {}
+
+    def renewed(self, k: int) -> anyio.Event:
+        return self.seen.setdefault(k, anyio.Event())
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        self.renewals += 1  # asked, whether or not the lease is still held
+        for k, event in self.seen.items():
+            if self.renewals >= k:
+                event.set()
+        return await super().renew_lease(lease, ttl)
+
+
+def slow_graph(store: CountingStore, other: go.Runtime) -> go.Graph[N, None]:
+    """One node that outlives its lease three times over, checking that no one else
+    can take the run meanwhile."""
+    g: go.Graph[N, None] = go.Graph("slow", state=N)
+
+    @g.plan
+    async def slow(state: N, ctx: go.Context[None]) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        # Only renewals let the lease outlive this wait: each comes a third of the
+        # time to live after the previous one.
+        await store.renewed(3).wait()
+        with pytest.raises(go.RunLockedError):
+            await other.resume(ctx.run_id)
+        return {"n": state.n + 1}
+
+    g.end("done")
+    g.edge(go.START, "slow").edge("slow", "done")
+    return g
+
+
+async def test_a_node_that_outlives_the_lease_keeps_the_run() -> None:
+    store = CountingStore()
+    other = go.Runtime(store)
+    g = slow_graph(store, other)
+    other.register(g)
+    rt = go.Runtime(store, lease_ttl=0.3)
+    run = await rt.start(g, N())
+    with anyio.fail_after(10):
+        result = await run.wait()
+    assert result.status is go.RunStatus.SUCCEEDED and result.state.n == 1
+    assert store.renewals >= 3
+    # finished runs are no longer renewed (nor held by the keeper)
+    assert run not in KEEPER._runs  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_many_runs_are_kept_by_one_thread() -> None:
+    import threading
+
+    store = CountingStore()
+    other = go.Runtime(store)
+    g = slow_graph(store, other)
+    other.register(g)
+    rt = go.Runtime(store, lease_ttl=0.3)
+    runs = [await rt.start(g, N()) for _ in range(20)]
+    results: list[go.RunResult[N]] = []
+
+    async def drive(run: go.Run[N]) -> None:
+        results.append(await run.wait())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for run in runs:
+                tg.start_soon(drive, run)
+            await store.renewed(1).wait()
+            keepers = [t for t in threading.enumerate() if t.name == "graphorch-lease-keeper"]
+            assert len(keepers) == 1
+    assert [r.status for r in results] == [go.RunStatus.SUCCEEDED] * 20
+    # every run's lease was renewed: 20 runs, 3 renewals or more apart for the first
+    assert store.renewals >= 20
+
+
+async def test_a_renewal_that_fails_stops_the_run_at_its_next_commit() -> None:
+    """Another owner takes the run while a node runs: the keeper's renewal fails
+    quietly, and the run's next commit is fenced (the run stops, writing nothing)."""
+    store = CountingStore()
+    g: go.Graph[N, None] = go.Graph("taken", state=N)
+    rt = go.Runtime(store, lease_ttl=0.3)
+
+    @g.plan
+    async def slow(state: N, ctx: go.Context[None]) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        # as a second process does once the first one's lease has expired
+        await store.acquire_lease(ctx.run_id, "thief", 30, steal_from=rt.owner)
+        await store.renewed(1).wait()  # the keeper tried, and lost
+        return {"n": 1}
+
+    g.end("done")
+    g.edge(go.START, "slow").edge("slow", "done")
+    run = await rt.start(g, N())
+    with anyio.fail_after(10):
+        result = await run.wait()
+    assert result.status is go.RunStatus.RUNNING
+    assert isinstance(result.error, go.LeaseLostError)
+    assert result.state.n == 0
+    assert (await store.get_run(run.id)).status is go.RunStatus.RUNNING
+    assert [c.seq for c in await store.list_checkpoints(run.id)] == [0]
