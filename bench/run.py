@@ -31,12 +31,13 @@ PEERS_DIR = HERE / ".peers"
 GO_DIR = HERE / ".graphorch"
 REPO = HERE.parent
 PEER_PACKAGES = ("langgraph", "langgraph-checkpoint-sqlite", "apache-burr", "aiosqlite")
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "import")
+WORKLOADS = ("W1", "W2", "W7", "W3", "W4", "W5", "W6", "import")
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "W1": {"length": 100, "runs": 20},
         "W2": {"iterations": 1000},
+        "W7": {"steps": 1000},
         "W3": {"width": 200, "delay": 0.01, "repeat": 3},
         "W4": {"steps": 100, "kill_at": 50, "delay": 0.002, "lease_ttl": 0.5, "kills": 10},
         "W5": {"docs": 1000, "steps": 100},
@@ -46,6 +47,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "W1": {"length": 100, "runs": 5},
         "W2": {"iterations": 300},
+        "W7": {"steps": 1000},
         "W3": {"width": 200, "delay": 0.01, "repeat": 2},
         "W4": {"steps": 100, "kill_at": 50, "delay": 0.002, "lease_ttl": 0.5, "kills": 3},
         "W5": {"docs": 1000, "steps": 30},
@@ -55,6 +57,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {  # the smoke test's size: proves the workloads run, measures nothing
         "W1": {"length": 10, "runs": 2},
         "W2": {"iterations": 20},
+        "W7": {"steps": 20},
         "W3": {"width": 10, "delay": 0.001, "repeat": 1},
         "W4": {"steps": 12, "kill_at": 5, "delay": 0.002, "lease_ttl": 0.5, "kills": 2},
         "W5": {"docs": 20, "steps": 5},

@@ -146,6 +146,36 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@action(reads=["i"], writes=["i", "items"])
+def add(state: State) -> State:
+    """W7's one step: next count, and one 100-byte item appended."""
+    return state.update(i=state["i"] + 1).append(items=f"{state['i']:06d}{ITEM}"[:100])
+
+
+def w7(params: dict[str, Any]) -> dict[str, Any]:
+    """W7: one action looped ``steps`` times, each step appending a 100-byte item."""
+    steps = params["steps"]
+    path = _tmpdir(params) / "w7.db"
+    builder = (
+        ApplicationBuilder()
+        .with_actions(add=add, done=done)
+        .with_transitions(("add", "add", expr(f"i < {steps}")), ("add", "done", default))
+        .with_state(i=0, items=[])
+        .with_entrypoint("add")
+    )
+    app = _build(builder, _persister(params, path), "a")
+    t0 = time.perf_counter()
+    _, _, state = app.run(halt_after=["done"])
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "steps_per_s": steps / wall,
+        "bytes": disk_bytes(path),
+        "items": len(state["items"]),
+    }
+
+
 def _fan(width: int, delay: float) -> Any:
     @action(reads=[], writes=["value"])
     async def sleeper(state: State) -> State:
@@ -330,6 +360,7 @@ def w6(params: dict[str, Any]) -> dict[str, Any]:
 WORKLOADS = {
     "W1": w1,
     "W2": w2,
+    "W7": w7,
     "W3": w3,
     "W4-victim": w4_victim,
     "W4-resume": w4_resume,

@@ -196,6 +196,56 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     return anyio.run(main)
 
 
+# -- W7 appends (the [store] issue's size target) ------------------------------------
+
+
+class Notes(BaseModel):
+    """W7: a step counter and an append-only list."""
+
+    i: int = 0
+    items: Annotated[list[str], go.append] = []
+
+
+def appends_graph(steps: int) -> go.Graph[Notes, None]:
+    """One plan node, looped ``steps`` times; each step appends one 100-byte item."""
+    g: go.Graph[Notes, None] = go.Graph("appends", state=Notes, max_steps=steps + 10)
+
+    @g.plan
+    async def add(state: Notes) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        return {"i": state.i + 1, "items": [f"{state.i:06d}{ITEM}"[:100]]}
+
+    g.end("done")
+    g.edge(go.START, "add")
+    g.edge("add", "add", when=lambda s: s.i < steps)
+    g.edge("add", "done")
+    return g
+
+
+def w7(params: dict[str, Any]) -> dict[str, Any]:
+    """W7: ``steps`` steps, each appending a 100-byte item; wall time, bytes on disk."""
+    steps = params["steps"]
+    path = _tmpdir(params) / "w7.db"
+    g = appends_graph(steps).freeze()
+
+    async def main() -> dict[str, Any]:
+        rt = go.Runtime(await _opened(params, path))
+        t0 = _start()
+        result = await (await rt.start(g, Notes())).wait()
+        wall = _stop(t0)
+        size = disk_bytes(path)
+        await rt.store.close()
+        return {
+            "wall_s": wall,
+            "steps": steps,
+            "steps_per_s": steps / wall,
+            "bytes": size,
+            "items": len(result.state.items),
+            "status": result.status.value,
+        }
+
+    return anyio.run(main)
+
+
 # -- W3 fan-out ----------------------------------------------------------------------
 
 
@@ -401,6 +451,7 @@ def w6(params: dict[str, Any]) -> dict[str, Any]:
 WORKLOADS = {
     "W1": w1,
     "W2": w2,
+    "W7": w7,
     "W3": w3,
     "W4-victim": w4_victim,
     "W4-resume": w4_resume,

@@ -124,6 +124,27 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def w7(params: dict[str, Any]) -> dict[str, Any]:
+    """W7: one node looped ``steps`` times, each step appending a 100-byte item."""
+    steps = params["steps"]
+    path = _tmpdir(params) / "w7.db"
+    b = StateGraph(Loop)
+    b.add_node("add", lambda s: {"i": s["i"] + 1, "items": [f"{s['i']:06d}{ITEM}"[:100]]})
+    b.add_edge(START, "add")
+    b.add_conditional_edges("add", lambda s: "add" if s["i"] < steps else END)
+    graph = b.compile(checkpointer=_saver(params, path))
+    t0 = time.perf_counter()
+    out = graph.invoke({"i": 0, "items": []}, _config("t"), **_durability(params))
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "steps_per_s": steps / wall,
+        "bytes": disk_bytes(path),
+        "items": len(out["items"]),
+    }
+
+
 def w3(params: dict[str, Any]) -> dict[str, Any]:
     """W3: ``width`` parallel branches each sleeping ``delay``, joined by a sum."""
     width, delay, repeat = params["width"], params["delay"], params.get("repeat", 3)
@@ -266,6 +287,7 @@ def w6(params: dict[str, Any]) -> dict[str, Any]:
 WORKLOADS = {
     "W1": w1,
     "W2": w2,
+    "W7": w7,
     "W3": w3,
     "W4-victim": w4_victim,
     "W4-resume": w4_resume,

@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 TINY = {
     "W1": {"length": 10, "runs": 2},
     "W2": {"iterations": 20},
+    "W7": {"steps": 20},
     "W3": {"width": 10, "delay": 0.001, "repeat": 1},
     "W5": {"docs": 20, "steps": 5},
     "W6": {"runs": 10, "steps": 3, "delay": 0.001},
@@ -48,6 +49,14 @@ def test_w1_chain_counts_to_its_length_with_and_without_a_store() -> None:
         r = _worker("W1", **extra)
         assert r["counters_ok"] is True and r["counter"] == 10
         assert r["steps"] == 20 and r["steps_per_s"] > 0 and r["wall_s"] > 0
+
+
+@pytest.mark.slow
+def test_w7_appends_an_item_every_step() -> None:
+    r = _worker("W7")
+    assert r["status"] == "succeeded"
+    assert r["items"] == 20 and r["steps"] == 20
+    assert r["bytes"] > 0
 
 
 @pytest.mark.slow
