@@ -10,6 +10,7 @@ only when some lease is due, renews the due ones in their run's event loop.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,14 @@ class LeaseKeeper:
 
 KEEPER = LeaseKeeper()
 """The process's one keeper: every runtime's driven runs."""
+
+
+def _forget_in_child() -> None:
+    # A forked child has none of the parent's threads, and drives none of its runs.
+    KEEPER.__init__()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 async def _renew_all(runs: list[Run[Any]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 import anyio
@@ -120,3 +122,33 @@ async def test_a_renewal_that_fails_stops_the_run_at_its_next_commit() -> None:
     assert result.state.n == 0
     assert (await store.get_run(run.id)).status is go.RunStatus.RUNNING
     assert [c.seq for c in await store.list_checkpoints(run.id)] == [0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_a_forked_child_forgets_the_parents_keeper() -> None:
+    """A child forked while the keeper thread runs does not have that thread: it must
+    start its own for its runs, not count on one that does not exist there."""
+    store = CountingStore()
+    other = go.Runtime(store)
+    g = slow_graph(store, other)
+    other.register(g)
+    rt = go.Runtime(store, lease_ttl=0.3)
+    run = await rt.start(g, N())
+    status = -1
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.wait)
+            await store.renewed(1).wait()  # the keeper thread is running
+            assert KEEPER._thread is not None  # pyright: ignore[reportPrivateUsage]
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about forking a process with threads
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # the child: report what it holds, and exit at once
+                os._exit(0 if _keeper_idle() else 1)
+            _, status = await anyio.to_thread.run_sync(os.waitpid, pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _keeper_idle() -> bool:
+    return KEEPER._thread is None and not KEEPER._runs  # pyright: ignore[reportPrivateUsage]
