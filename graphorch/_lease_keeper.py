@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 
 if TYPE_CHECKING:
@@ -64,6 +63,10 @@ class LeaseKeeper:
             self._runs.pop(run, None)
 
     def _loop(self) -> None:
+        # Imported here, in this thread: it costs ~8 ms (concurrent.futures, logging),
+        # and a process that resumes one run must reach its first step fast.
+        import anyio.from_thread
+
         while True:
             with self._lock:
                 # A lease is renewed once a third of its time to live has passed,
