@@ -32,6 +32,17 @@ def disk_bytes(path: str | os.PathLike[str]) -> int:
     return total
 
 
+def appended_figures(wall: float, steps: int, size: int, items: int) -> dict[str, Any]:
+    """W2's and W7's figures, alike for every framework."""
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "steps_per_s": steps / wall,
+        "bytes": size,
+        "items": items,
+    }
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MB (Linux reports ru_maxrss in KB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

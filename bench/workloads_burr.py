@@ -21,7 +21,7 @@ from burr.core import ApplicationBuilder, State, action, default, expr  # pyrigh
 from burr.core.parallelism import MapStates  # pyright: ignore
 from burr.core.persistence import SQLitePersister  # pyright: ignore
 from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister  # pyright: ignore
-from common import ITEM, SideEffects, disk_bytes, docs, signal_parent, worker_main
+from common import ITEM, SideEffects, appended_figures, disk_bytes, docs, signal_parent, worker_main
 
 WAL = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
@@ -136,14 +136,7 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     _, _, state = app.run(halt_after=["done"])
     wall = time.perf_counter() - t0
-    steps = 2 * iterations
-    return {
-        "wall_s": wall,
-        "steps": steps,
-        "steps_per_s": steps / wall,
-        "bytes": disk_bytes(path),
-        "items": len(state["items"]),
-    }
+    return appended_figures(wall, 2 * iterations, disk_bytes(path), len(state["items"]))
 
 
 @action(reads=["i"], writes=["i", "items"])
@@ -167,13 +160,7 @@ def w7(params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     _, _, state = app.run(halt_after=["done"])
     wall = time.perf_counter() - t0
-    return {
-        "wall_s": wall,
-        "steps": steps,
-        "steps_per_s": steps / wall,
-        "bytes": disk_bytes(path),
-        "items": len(state["items"]),
-    }
+    return appended_figures(wall, steps, disk_bytes(path), len(state["items"]))
 
 
 def _fan(width: int, delay: float) -> Any:

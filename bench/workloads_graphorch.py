@@ -18,7 +18,7 @@ import anyio
 from pydantic import BaseModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ITEM, SideEffects, disk_bytes, docs, signal_parent, worker_main
+from common import ITEM, SideEffects, appended_figures, disk_bytes, docs, signal_parent, worker_main
 
 import graphorch as go
 
@@ -88,6 +88,34 @@ def _stop(t0: float) -> float:
 
 def _tmpdir(params: dict[str, Any]) -> Path:
     return Path(params.get("dir") or tempfile.mkdtemp(prefix="bench-go-"))
+
+
+def _one_run(
+    params: dict[str, Any],
+    path: Path,
+    graph: go.FrozenGraph[Any, Any],
+    state: BaseModel,
+    tools: go.ToolRegistry | None = None,
+) -> tuple[float, int, go.RunResult[Any]]:
+    """One timed run of ``graph`` on a store at ``path``: wall time, bytes on disk right
+    after it (the WAL included, before the store closes), and its result."""
+
+    async def main() -> tuple[float, int, go.RunResult[Any]]:
+        rt = go.Runtime(await _opened(params, path), tools=tools)
+        t0 = _start()
+        result = await (await rt.start(graph, state)).wait()
+        wall = _stop(t0)
+        size = disk_bytes(path)
+        await rt.store.close()
+        return wall, size, result
+
+    return anyio.run(main)
+
+
+def _appended(wall: float, size: int, steps: int, result: go.RunResult[Any]) -> dict[str, Any]:
+    """W2's and W7's figures."""
+    figures = appended_figures(wall, steps, size, len(result.state.items))
+    return {**figures, "status": result.status.value}
 
 
 # -- W1 chain ------------------------------------------------------------------------
@@ -173,27 +201,9 @@ def loop_tools() -> go.ToolRegistry:
 def w2(params: dict[str, Any]) -> dict[str, Any]:
     """W2: ``iterations`` plan+tool iterations; wall time, steps/s, bytes on disk."""
     iterations = params["iterations"]
-    path = _tmpdir(params) / "w2.db"
     g = loop_graph(iterations).freeze()
-
-    async def main() -> dict[str, Any]:
-        rt = go.Runtime(await _opened(params, path), tools=loop_tools())
-        t0 = _start()
-        result = await (await rt.start(g, Loop())).wait()
-        wall = _stop(t0)
-        size = disk_bytes(path)
-        await rt.store.close()
-        steps = 2 * iterations
-        return {
-            "wall_s": wall,
-            "steps": steps,
-            "steps_per_s": steps / wall,
-            "bytes": size,
-            "items": len(result.state.items),
-            "status": result.status.value,
-        }
-
-    return anyio.run(main)
+    wall, size, result = _one_run(params, _tmpdir(params) / "w2.db", g, Loop(), loop_tools())
+    return _appended(wall, size, 2 * iterations, result)
 
 
 # -- W7 appends (the [store] issue's size target) ------------------------------------
@@ -224,26 +234,9 @@ def appends_graph(steps: int) -> go.Graph[Notes, None]:
 def w7(params: dict[str, Any]) -> dict[str, Any]:
     """W7: ``steps`` steps, each appending a 100-byte item; wall time, bytes on disk."""
     steps = params["steps"]
-    path = _tmpdir(params) / "w7.db"
     g = appends_graph(steps).freeze()
-
-    async def main() -> dict[str, Any]:
-        rt = go.Runtime(await _opened(params, path))
-        t0 = _start()
-        result = await (await rt.start(g, Notes())).wait()
-        wall = _stop(t0)
-        size = disk_bytes(path)
-        await rt.store.close()
-        return {
-            "wall_s": wall,
-            "steps": steps,
-            "steps_per_s": steps / wall,
-            "bytes": size,
-            "items": len(result.state.items),
-            "status": result.status.value,
-        }
-
-    return anyio.run(main)
+    wall, size, result = _one_run(params, _tmpdir(params) / "w7.db", g, Notes())
+    return _appended(wall, size, steps, result)
 
 
 # -- W3 fan-out ----------------------------------------------------------------------
@@ -385,25 +378,15 @@ def wide_graph(steps: int) -> go.Graph[Wide, None]:
 
 def w5(params: dict[str, Any]) -> dict[str, Any]:
     """W5: ``docs`` 1 KB documents plus a counter, ``steps`` steps; wall time, bytes."""
-    path = _tmpdir(params) / "w5.db"
     g = wide_graph(params["steps"]).freeze()
     initial = Wide(docs=docs(params["docs"]))
-
-    async def main() -> dict[str, Any]:
-        rt = go.Runtime(await _opened(params, path))
-        t0 = _start()
-        result = await (await rt.start(g, initial)).wait()
-        wall = _stop(t0)
-        size = disk_bytes(path)
-        await rt.store.close()
-        return {
-            "wall_s": wall,
-            "bytes": size,
-            "counter": result.state.n,
-            "docs": len(result.state.docs),
-        }
-
-    return anyio.run(main)
+    wall, size, result = _one_run(params, _tmpdir(params) / "w5.db", g, initial)
+    return {
+        "wall_s": wall,
+        "bytes": size,
+        "counter": result.state.n,
+        "docs": len(result.state.docs),
+    }
 
 
 # -- W6 many concurrent runs ---------------------------------------------------------------

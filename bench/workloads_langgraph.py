@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ITEM, SideEffects, disk_bytes, docs, signal_parent, worker_main
+from common import ITEM, SideEffects, appended_figures, disk_bytes, docs, signal_parent, worker_main
 from langgraph.checkpoint.sqlite import SqliteSaver  # pyright: ignore
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # pyright: ignore
 from langgraph.graph import END, START, StateGraph  # pyright: ignore
@@ -114,14 +114,7 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = graph.invoke({"i": 0, "items": []}, _config("t"), **_durability(params))
     wall = time.perf_counter() - t0
-    steps = 2 * iterations
-    return {
-        "wall_s": wall,
-        "steps": steps,
-        "steps_per_s": steps / wall,
-        "bytes": disk_bytes(path),
-        "items": len(out["items"]),
-    }
+    return appended_figures(wall, 2 * iterations, disk_bytes(path), len(out["items"]))
 
 
 def w7(params: dict[str, Any]) -> dict[str, Any]:
@@ -136,13 +129,7 @@ def w7(params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = graph.invoke({"i": 0, "items": []}, _config("t"), **_durability(params))
     wall = time.perf_counter() - t0
-    return {
-        "wall_s": wall,
-        "steps": steps,
-        "steps_per_s": steps / wall,
-        "bytes": disk_bytes(path),
-        "items": len(out["items"]),
-    }
+    return appended_figures(wall, steps, disk_bytes(path), len(out["items"]))
 
 
 def w3(params: dict[str, Any]) -> dict[str, Any]:

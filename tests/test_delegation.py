@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -113,18 +114,25 @@ async def test_a_child_runs_under_its_own_role() -> None:
 
 
 def summing(
-    child_delay: float = 0.0, *, fail_on: int | None = None, on_error: Any = "fail_fast", **kw: Any
+    child_delay: float = 0.0,
+    *,
+    fail_on: int | None = None,
+    on_error: Any = "fail_fast",
+    work: Callable[[Job], Awaitable[dict[str, Any]]] | None = None,
+    **kw: Any,
 ) -> go.Graph[Batch, Any]:
+    """Fan out over ``items`` (each child multiplies its item by 10), then sum; ``work``
+    replaces the children's node."""
     worker = go.Graph("worker", state=Job)
 
-    @worker.plan
-    async def work(s: Job) -> dict[str, Any]:
+    async def multiply(s: Job) -> dict[str, Any]:
         if s.item == fail_on:
             raise ValueError(f"item {s.item} is cursed")
         if child_delay:
             await anyio.sleep(child_delay)  # still running when the cursed sibling fails
         return {"result": s.item * 10}
 
+    worker.plan("work", work or multiply)
     worker.end("done", output=lambda s: s.result)
     worker.edge(go.START, "work").edge("work", "done")
     g = go.Graph("fan", state=Batch)
@@ -181,10 +189,8 @@ async def test_fan_out_keeps_item_order_and_respects_the_concurrency_limit() -> 
 async def test_fail_fast_cancels_the_siblings() -> None:
     sleeping = 0
     all_asleep = anyio.Event()
-    worker = go.Graph("worker", state=Job)
 
-    @worker.plan
-    async def work(s: Job) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+    async def work(s: Job) -> dict[str, Any]:
         nonlocal sleeping
         if s.item == 0:
             await all_asleep.wait()  # fails once every sibling is running
@@ -195,20 +201,8 @@ async def test_fail_fast_cancels_the_siblings() -> None:
         await anyio.sleep(30)
         return {"result": s.item * 10}
 
-    worker.end("done", output=lambda s: s.result)
-    worker.edge(go.START, "work").edge("work", "done")
-    g = go.Graph("fan", state=Batch)
-    g.delegate(
-        "spread",
-        graph=worker,
-        each="items",
-        input=lambda item: {"item": item},
-        output="results",
-        concurrency=4,
-    )
-    g.end("done")
-    g.edge(go.START, "spread").edge("spread", "done")
     rt = go.Runtime()
+    g = summing(work=work, concurrency=4)
     with anyio.fail_after(10):
         result = await (await rt.start(g, Batch(items=[0, 1, 2, 3]))).wait()
     assert isinstance(result.error, go.ChildRunError)

@@ -25,6 +25,7 @@ class CountingStore(go.MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.renewals = 0
+        self.by_run: dict[str, int] = {}
         self.seen: dict[int, anyio.Event] = {}
 
     def renewed(self, k: int) -> anyio.Event:
@@ -32,37 +33,38 @@ class CountingStore(go.MemoryStore):
 
     async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         self.renewals += 1  # asked, whether or not the lease is still held
+        self.by_run[lease.run_id] = self.by_run.get(lease.run_id, 0) + 1
         for k, event in self.seen.items():
             if self.renewals >= k:
                 event.set()
         return await super().renew_lease(lease, ttl)
 
 
-def slow_graph(store: CountingStore, other: go.Runtime) -> go.Graph[N, None]:
-    """One node that outlives its lease three times over, checking that no one else
-    can take the run meanwhile."""
+def slow_setup(runs: int = 1) -> tuple[CountingStore, go.Runtime, go.Graph[N, None]]:
+    """A store, a runtime with a 0.3 s lease, and a graph whose one node outlives the
+    lease three times over (``runs`` of it at once), checking that no one else can
+    take its run meanwhile."""
+    store = CountingStore()
+    other = go.Runtime(store)
     g: go.Graph[N, None] = go.Graph("slow", state=N)
 
     @g.plan
     async def slow(state: N, ctx: go.Context[None]) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
-        # Only renewals let the lease outlive this wait: each comes a third of the
-        # time to live after the previous one.
-        await store.renewed(3).wait()
+        # Only renewals let the lease outlive this wait: a lease is renewed once a
+        # third of its time to live has passed, so three rounds take at least that.
+        await store.renewed(3 * runs).wait()
         with pytest.raises(go.RunLockedError):
             await other.resume(ctx.run_id)
         return {"n": state.n + 1}
 
     g.end("done")
     g.edge(go.START, "slow").edge("slow", "done")
-    return g
+    other.register(g)
+    return store, go.Runtime(store, lease_ttl=0.3), g
 
 
 async def test_a_node_that_outlives_the_lease_keeps_the_run() -> None:
-    store = CountingStore()
-    other = go.Runtime(store)
-    g = slow_graph(store, other)
-    other.register(g)
-    rt = go.Runtime(store, lease_ttl=0.3)
+    store, rt, g = slow_setup()
     run = await rt.start(g, N())
     with anyio.fail_after(10):
         result = await run.wait()
@@ -75,11 +77,7 @@ async def test_a_node_that_outlives_the_lease_keeps_the_run() -> None:
 async def test_many_runs_are_kept_by_one_thread() -> None:
     import threading
 
-    store = CountingStore()
-    other = go.Runtime(store)
-    g = slow_graph(store, other)
-    other.register(g)
-    rt = go.Runtime(store, lease_ttl=0.3)
+    store, rt, g = slow_setup(runs=20)
     runs = [await rt.start(g, N()) for _ in range(20)]
     results: list[go.RunResult[N]] = []
 
@@ -94,8 +92,7 @@ async def test_many_runs_are_kept_by_one_thread() -> None:
             keepers = [t for t in threading.enumerate() if t.name == "graphorch-lease-keeper"]
             assert len(keepers) == 1
     assert [r.status for r in results] == [go.RunStatus.SUCCEEDED] * 20
-    # every run's lease was renewed: 20 runs, 3 renewals or more apart for the first
-    assert store.renewals >= 20
+    assert sorted(store.by_run) == sorted(r.id for r in runs)  # every run's lease renewed
 
 
 async def test_a_renewal_that_fails_stops_the_run_at_its_next_commit() -> None:
@@ -128,11 +125,7 @@ async def test_a_renewal_that_fails_stops_the_run_at_its_next_commit() -> None:
 async def test_a_forked_child_forgets_the_parents_keeper() -> None:
     """A child forked while the keeper thread runs does not have that thread: it must
     start its own for its runs, not count on one that does not exist there."""
-    store = CountingStore()
-    other = go.Runtime(store)
-    g = slow_graph(store, other)
-    other.register(g)
-    rt = go.Runtime(store, lease_ttl=0.3)
+    store, rt, g = slow_setup()
     run = await rt.start(g, N())
     status = -1
     with anyio.fail_after(10):
