@@ -1,10 +1,14 @@
-"""One thread per runtime that keeps the leases of the runs it drives alive.
+"""One thread per process that keeps the leases of the runs being driven alive.
 
 A run's lease must be renewed while a node runs longer than the lease's time to live.
 A heartbeat task per run did that, and cost each run a task, a task group, an event and
 a timer: with 1,000 runs in flight, ~10% of their wall time and thousands of objects
 for the garbage collector. Here one thread wakes every sixth of the time to live and,
 only when some lease is due, renews the due ones in their run's event loop.
+
+The keeper never waits on an event loop itself: each loop's renewals run from a short
+helper thread, so a loop that is blocked (synchronous code in a node) or gone delays
+only its own runs' renewals, never another loop's.
 """
 
 from __future__ import annotations
@@ -35,18 +39,26 @@ class LeaseKeeper:
     """
 
     def __init__(self) -> None:
-        self._runs: dict[Run[Any], EventLoopToken] = {}
-        self._lock = threading.Lock()
+        # run -> [its event loop, how many wait() calls registered it]
+        self._runs: dict[Run[Any], list[Any]] = {}
+        # Reentrant: a garbage collection inside a locked section may finalize an
+        # abandoned wait() coroutine, whose ``finally`` calls discard() on this thread.
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._wait = _IDLE
+        self._busy: set[EventLoopToken] = set()  # loops with renewals still running
 
     def add(self, run: Run[Any]) -> None:
         """Keep ``run``'s lease alive until :meth:`discard`; call it in the run's loop."""
         token = anyio.lowlevel.current_token()
         wait = run._lease_ttl / 6  # pyright: ignore[reportPrivateUsage]
         with self._lock:
-            self._runs[run] = token
+            entry = self._runs.get(run)
+            if entry is None:
+                self._runs[run] = [token, 1]
+            else:
+                entry[1] += 1
             if self._thread is None:
                 self._wait = wait
                 self._thread = threading.Thread(
@@ -58,15 +70,16 @@ class LeaseKeeper:
                 self._wake.notify()
 
     def discard(self, run: Run[Any]) -> None:
-        """Stop renewing ``run``'s lease."""
+        """Undo one :meth:`add`: the run's lease is no longer renewed once each
+        ``add`` has been undone."""
         with self._lock:
-            self._runs.pop(run, None)
+            entry = self._runs.get(run)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._runs[run]
 
     def _loop(self) -> None:
-        # Imported here, in this thread: it costs ~8 ms (concurrent.futures, logging),
-        # and a process that resumes one run must reach its first step fast.
-        import anyio.from_thread
-
         while True:
             with self._lock:
                 # A lease is renewed once a third of its time to live has passed,
@@ -75,22 +88,41 @@ class LeaseKeeper:
                 if not self._runs:
                     self._thread = None  # a later add() starts a new thread
                     return
-                self._wait = min(r._lease_ttl for r in self._runs) / 6  # pyright: ignore[reportPrivateUsage]
+                registered = list(self._runs.items())
+                self._wait = min(r._lease_ttl for r, _ in registered) / 6  # pyright: ignore[reportPrivateUsage]
                 now = time.monotonic()
                 due: dict[EventLoopToken, list[Run[Any]]] = {}
-                for run, token in self._runs.items():
-                    if run._lease_due(now):  # pyright: ignore[reportPrivateUsage]
+                for run, (token, _) in registered:
+                    if token not in self._busy and run._lease_due(now):  # pyright: ignore[reportPrivateUsage]
                         due.setdefault(token, []).append(run)
+                self._busy.update(due)
             for token, runs in due.items():
-                try:
-                    anyio.from_thread.run(_renew_all, runs, token=token)
-                except BaseException:  # the loop has ended, or is ending
-                    # Its runs are no longer driven; any error a renewal met shows
-                    # in the run's next commit, which the lease fences.
-                    with self._lock:
-                        for run in runs:
-                            if self._runs.get(run) is token:
-                                del self._runs[run]
+                threading.Thread(
+                    target=self._renew_in,
+                    args=(token, runs),
+                    name="graphorch-lease-renewal",
+                    daemon=True,
+                ).start()
+
+    def _renew_in(self, token: EventLoopToken, runs: list[Run[Any]]) -> None:
+        """Renew ``runs``' leases in their event loop, waiting as long as it takes."""
+        # Imported here, in a thread: it costs ~8 ms (concurrent.futures, logging),
+        # and a process that resumes one run must reach its first step fast.
+        import anyio.from_thread
+
+        try:
+            anyio.from_thread.run(_renew_all, runs, token=token)
+        except BaseException:  # the loop has ended, or is ending
+            # Its runs are no longer driven; any error a renewal met shows in the
+            # run's next commit, which the lease fences.
+            with self._lock:
+                for run in runs:
+                    entry = self._runs.get(run)
+                    if entry is not None and entry[0] == token:
+                        del self._runs[run]
+        finally:
+            with self._lock:
+                self._busy.discard(token)
 
 
 KEEPER = LeaseKeeper()

@@ -117,9 +117,6 @@ class RunCommits:
 
         def _publish(self, event: Event) -> None: ...
 
-    def _current_lease(self) -> Lease | None:
-        return self._lease  # read afresh: a step may have released it meanwhile
-
     @property
     def _lease_ttl(self) -> float:
         return self._rt.lease_ttl

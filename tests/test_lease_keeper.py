@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -25,6 +27,7 @@ class CountingStore(go.MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.renewals = 0
+        self.late: list[float] = []  # seconds past expiry, of renewals that came too late
         self.by_run: dict[str, int] = {}
         self.seen: dict[int, anyio.Event] = {}
 
@@ -33,6 +36,9 @@ class CountingStore(go.MemoryStore):
 
     async def renew_lease(self, lease: Lease, ttl: float) -> Lease:
         self.renewals += 1  # asked, whether or not the lease is still held
+        # The store would renew an expired lease nobody took: count it as a miss.
+        if time.time() > lease.expires_at:
+            self.late.append(time.time() - lease.expires_at)
         self.by_run[lease.run_id] = self.by_run.get(lease.run_id, 0) + 1
         for k, event in self.seen.items():
             if self.renewals >= k:
@@ -40,8 +46,11 @@ class CountingStore(go.MemoryStore):
         return await super().renew_lease(lease, ttl)
 
 
+TTL = 0.6  # renewed from 0.2 s on, checked every 0.1 s: late only if a wake slips 0.3 s
+
+
 def slow_setup(runs: int = 1) -> tuple[CountingStore, go.Runtime, go.Graph[N, None]]:
-    """A store, a runtime with a 0.3 s lease, and a graph whose one node outlives the
+    """A store, a runtime with a ``TTL`` lease, and a graph whose one node outlives the
     lease three times over (``runs`` of it at once), checking that no one else can
     take its run meanwhile."""
     store = CountingStore()
@@ -60,7 +69,7 @@ def slow_setup(runs: int = 1) -> tuple[CountingStore, go.Runtime, go.Graph[N, No
     g.end("done")
     g.edge(go.START, "slow").edge("slow", "done")
     other.register(g)
-    return store, go.Runtime(store, lease_ttl=0.3), g
+    return store, go.Runtime(store, lease_ttl=TTL), g
 
 
 async def test_a_node_that_outlives_the_lease_keeps_the_run() -> None:
@@ -69,7 +78,7 @@ async def test_a_node_that_outlives_the_lease_keeps_the_run() -> None:
     with anyio.fail_after(10):
         result = await run.wait()
     assert result.status is go.RunStatus.SUCCEEDED and result.state.n == 1
-    assert store.renewals >= 3
+    assert store.renewals >= 3 and store.late == []
     # finished runs are no longer renewed (nor held by the keeper)
     assert run not in KEEPER._runs  # pyright: ignore[reportPrivateUsage]
 
@@ -93,6 +102,62 @@ async def test_many_runs_are_kept_by_one_thread() -> None:
             assert len(keepers) == 1
     assert [r.status for r in results] == [go.RunStatus.SUCCEEDED] * 20
     assert sorted(store.by_run) == sorted(r.id for r in runs)  # every run's lease renewed
+    assert store.late == []
+
+
+async def test_a_second_wait_refused_does_not_stop_the_first_ones_renewals() -> None:
+    store, rt, g = slow_setup()
+    run = await rt.start(g, N())
+    results: list[go.RunResult[N]] = []
+
+    async def drive() -> None:
+        results.append(await run.wait())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await store.renewed(1).wait()  # the first wait() is driving the run
+            with pytest.raises(go.RunNotActiveError):
+                await run.wait()
+    assert [r.status for r in results] == [go.RunStatus.SUCCEEDED]
+    assert store.late == []
+
+
+async def test_a_blocked_event_loop_does_not_hold_up_another_loops_renewals() -> None:
+    """A node blocks its own event loop (synchronous code in an async node): that
+    loop's renewals wait, and the runs of every other loop are still renewed."""
+    blocked_store = CountingStore()
+    release = threading.Event()
+    entered = threading.Event()
+    g: go.Graph[N, None] = go.Graph("blocking", state=N)
+
+    @g.plan
+    async def block(state: N) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
+        entered.set()
+        release.wait(10)  # blocks this event loop, on purpose
+        return {"n": 1}
+
+    g.end("done")
+    g.edge(go.START, "block").edge("block", "done")
+
+    def other_loop() -> None:
+        async def main() -> None:
+            rt = go.Runtime(blocked_store, lease_ttl=TTL)
+            await (await rt.start(g, N())).wait()
+
+        anyio.run(main)
+
+    blocker = threading.Thread(target=other_loop, daemon=True)
+    blocker.start()
+    try:
+        assert await anyio.to_thread.run_sync(entered.wait, 10)
+        store, rt, slow = slow_setup()  # this loop's run needs three renewals
+        with anyio.fail_after(10):
+            result = await (await rt.start(slow, N())).wait()
+        assert result.status is go.RunStatus.SUCCEEDED and store.late == []
+    finally:
+        release.set()
+        await anyio.to_thread.run_sync(blocker.join, 10)
 
 
 async def test_a_renewal_that_fails_stops_the_run_at_its_next_commit() -> None:
@@ -100,7 +165,7 @@ async def test_a_renewal_that_fails_stops_the_run_at_its_next_commit() -> None:
     quietly, and the run's next commit is fenced (the run stops, writing nothing)."""
     store = CountingStore()
     g: go.Graph[N, None] = go.Graph("taken", state=N)
-    rt = go.Runtime(store, lease_ttl=0.3)
+    rt = go.Runtime(store, lease_ttl=TTL)
 
     @g.plan
     async def slow(state: N, ctx: go.Context[None]) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
