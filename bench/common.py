@@ -32,6 +32,11 @@ def disk_bytes(path: str | os.PathLike[str]) -> int:
     return total
 
 
+def item(i: int) -> str:
+    """The 100-byte string W2 and W7 append at iteration or step ``i``."""
+    return f"{i:06d}{ITEM}"[:100]
+
+
 def appended_figures(wall: float, steps: int, size: int, items: int) -> dict[str, Any]:
     """W2's and W7's figures, alike for every framework."""
     return {

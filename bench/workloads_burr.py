@@ -21,7 +21,16 @@ from burr.core import ApplicationBuilder, State, action, default, expr  # pyrigh
 from burr.core.parallelism import MapStates  # pyright: ignore
 from burr.core.persistence import SQLitePersister  # pyright: ignore
 from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister  # pyright: ignore
-from common import ITEM, SideEffects, appended_figures, disk_bytes, docs, signal_parent, worker_main
+from common import (
+    SideEffects,
+    appended_figures,
+    disk_bytes,
+    docs,
+    item,
+    signal_parent,
+    timed,
+    worker_main,
+)
 
 WAL = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
@@ -114,7 +123,7 @@ def plan(state: State) -> State:
 @action(reads=["i"], writes=["items"])
 def act(state: State) -> State:
     """W2's tool step: append one 100-byte item."""
-    return state.append(items=f"{state['i']:06d}{ITEM}"[:100])
+    return state.append(items=item(state["i"]))
 
 
 def w2(params: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +151,7 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
 @action(reads=["i"], writes=["i", "items"])
 def add(state: State) -> State:
     """W7's one step: next count, and one 100-byte item appended."""
-    return state.update(i=state["i"] + 1).append(items=f"{state['i']:06d}{ITEM}"[:100])
+    return state.update(i=state["i"] + 1).append(items=item(state["i"]))
 
 
 def w7(params: dict[str, Any]) -> dict[str, Any]:
@@ -157,9 +166,7 @@ def w7(params: dict[str, Any]) -> dict[str, Any]:
         .with_entrypoint("add")
     )
     app = _build(builder, _persister(params, path), "a")
-    t0 = time.perf_counter()
-    _, _, state = app.run(halt_after=["done"])
-    wall = time.perf_counter() - t0
+    wall, (_, _, state) = timed(lambda: app.run(halt_after=["done"]))
     return appended_figures(wall, steps, disk_bytes(path), len(state["items"]))
 
 

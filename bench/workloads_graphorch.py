@@ -18,7 +18,7 @@ import anyio
 from pydantic import BaseModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ITEM, SideEffects, appended_figures, disk_bytes, docs, signal_parent, worker_main
+from common import SideEffects, appended_figures, disk_bytes, docs, item, signal_parent, worker_main
 
 import graphorch as go
 
@@ -193,7 +193,7 @@ def loop_tools() -> go.ToolRegistry:
     # a pure function of its argument: safe to repeat, so declared idempotent
     @tools.tool(idempotent=True)
     async def append_item(i: int) -> list[str]:  # pyright: ignore[reportUnusedFunction]
-        return [f"{i:06d}{ITEM}"[:100]]
+        return [item(i)]
 
     return tools
 
@@ -222,7 +222,7 @@ def appends_graph(steps: int) -> go.Graph[Notes, None]:
 
     @g.plan
     async def add(state: Notes) -> dict[str, Any]:  # pyright: ignore[reportUnusedFunction]
-        return {"i": state.i + 1, "items": [f"{state.i:06d}{ITEM}"[:100]]}
+        return {"i": state.i + 1, "items": [item(state.i)]}
 
     g.end("done")
     g.edge(go.START, "add")

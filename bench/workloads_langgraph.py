@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ITEM, SideEffects, appended_figures, disk_bytes, docs, signal_parent, worker_main
+from common import (
+    SideEffects,
+    appended_figures,
+    disk_bytes,
+    docs,
+    item,
+    signal_parent,
+    timed,
+    worker_main,
+)
 from langgraph.checkpoint.sqlite import SqliteSaver  # pyright: ignore
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # pyright: ignore
 from langgraph.graph import END, START, StateGraph  # pyright: ignore
@@ -106,7 +115,7 @@ def w2(params: dict[str, Any]) -> dict[str, Any]:
     path = _tmpdir(params) / "w2.db"
     b = StateGraph(Loop)
     b.add_node("plan", lambda s: {"i": s["i"] + 1})
-    b.add_node("act", lambda s: {"items": [f"{s['i']:06d}{ITEM}"[:100]]})
+    b.add_node("act", lambda s: {"items": [item(s["i"])]})
     b.add_edge(START, "plan")
     b.add_conditional_edges("plan", lambda s: "act" if s["i"] <= iterations else END)
     b.add_edge("act", "plan")
@@ -122,13 +131,13 @@ def w7(params: dict[str, Any]) -> dict[str, Any]:
     steps = params["steps"]
     path = _tmpdir(params) / "w7.db"
     b = StateGraph(Loop)
-    b.add_node("add", lambda s: {"i": s["i"] + 1, "items": [f"{s['i']:06d}{ITEM}"[:100]]})
+    b.add_node("add", lambda s: {"i": s["i"] + 1, "items": [item(s["i"])]})
     b.add_edge(START, "add")
     b.add_conditional_edges("add", lambda s: "add" if s["i"] < steps else END)
     graph = b.compile(checkpointer=_saver(params, path))
-    t0 = time.perf_counter()
-    out = graph.invoke({"i": 0, "items": []}, _config("t"), **_durability(params))
-    wall = time.perf_counter() - t0
+    wall, out = timed(
+        lambda: graph.invoke({"i": 0, "items": []}, _config("t"), **_durability(params))
+    )
     return appended_figures(wall, steps, disk_bytes(path), len(out["items"]))
 
 

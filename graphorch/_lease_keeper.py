@@ -32,6 +32,16 @@ __all__ = ["KEEPER", "LeaseKeeper"]
 _IDLE = 5.0  # seconds; replaced by the shortest registered lease's sixth
 
 
+class _Entry:
+    """A registered run's event loop, and how many ``wait()`` calls registered it."""
+
+    __slots__ = ("count", "token")
+
+    def __init__(self, token: EventLoopToken) -> None:
+        self.token = token
+        self.count = 1
+
+
 class LeaseKeeper:
     """Renews the leases of registered runs from a background thread.
 
@@ -39,8 +49,7 @@ class LeaseKeeper:
     """
 
     def __init__(self) -> None:
-        # run -> [its event loop, how many wait() calls registered it]
-        self._runs: dict[Run[Any], list[Any]] = {}
+        self._runs: dict[Run[Any], _Entry] = {}
         # Reentrant: a garbage collection inside a locked section may finalize an
         # abandoned wait() coroutine, whose ``finally`` calls discard() on this thread.
         self._lock = threading.RLock()
@@ -56,9 +65,9 @@ class LeaseKeeper:
         with self._lock:
             entry = self._runs.get(run)
             if entry is None:
-                self._runs[run] = [token, 1]
+                self._runs[run] = _Entry(token)
             else:
-                entry[1] += 1
+                entry.count += 1
             if self._thread is None:
                 self._wait = wait
                 self._thread = threading.Thread(
@@ -75,8 +84,8 @@ class LeaseKeeper:
         with self._lock:
             entry = self._runs.get(run)
             if entry is not None:
-                entry[1] -= 1
-                if entry[1] <= 0:
+                entry.count -= 1
+                if entry.count <= 0:
                     del self._runs[run]
 
     def _loop(self) -> None:
@@ -92,9 +101,9 @@ class LeaseKeeper:
                 self._wait = min(r._lease_ttl for r, _ in registered) / 6  # pyright: ignore[reportPrivateUsage]
                 now = time.monotonic()
                 due: dict[EventLoopToken, list[Run[Any]]] = {}
-                for run, (token, _) in registered:
-                    if token not in self._busy and run._lease_due(now):  # pyright: ignore[reportPrivateUsage]
-                        due.setdefault(token, []).append(run)
+                for run, entry in registered:
+                    if entry.token not in self._busy and run._lease_due(now):  # pyright: ignore[reportPrivateUsage]
+                        due.setdefault(entry.token, []).append(run)
                 self._busy.update(due)
             for token, runs in due.items():
                 threading.Thread(
@@ -118,7 +127,7 @@ class LeaseKeeper:
             with self._lock:
                 for run in runs:
                     entry = self._runs.get(run)
-                    if entry is not None and entry[0] == token:
+                    if entry is not None and entry.token == token:
                         del self._runs[run]
         finally:
             with self._lock:

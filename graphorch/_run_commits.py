@@ -141,10 +141,8 @@ class RunCommits:
 
     async def _renew_lease(self) -> None:
         lease = self._lease
-        if lease is None:
-            return
         now = time.monotonic()
-        if now - self._lease_renewed < self._rt.lease_ttl / 3:
+        if lease is None or not self._lease_due(now):
             return
         await self._settle()
         try:

@@ -347,10 +347,7 @@ class Run(RunCommits, Generic[StateT]):
             self._visits_before = dict(self.visits)
         try:
             self._check_limits(nodes)
-            if (
-                self._lease is not None
-                and time.monotonic() - self._lease_renewed >= self._rt.lease_ttl / 3
-            ):
+            if self._lease_due(time.monotonic()):
                 await self._renew_lease()
             if len(nodes) == 1:
                 outcomes = [await self._run_routed(self.graph.nodes[nodes[0]])]
